@@ -1,0 +1,48 @@
+"""The `cloob` command line: thin sub-commands that parse arguments and call the library."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import cloob
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import open_clip
+    import torch
+
+    from cloob.models import SMALL_MODELS, list_models
+
+    print(f"cloob        {cloob.__version__}")
+    print(f"python       {sys.version.split()[0]}")
+    print(f"torch        {torch.__version__} (threads: {torch.get_num_threads()}, cuda available: {torch.cuda.is_available()})")
+    print(f"open_clip    {open_clip.__version__}")
+    print(f"cloob models ({len(SMALL_MODELS)}): {', '.join(SMALL_MODELS)}")
+    names = list_models()
+    print(f"all registered models ({len(names)}):")
+    for i in range(0, len(names), 6):
+        print("  " + "  ".join(names[i : i + 6]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloob", description="CLIP and CLOOB contrastive language-image pretraining")
+    parser.add_argument("--version", action="version", version=f"cloob {cloob.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("info", help="library versions, threads and registered model names")
+    p.set_defaults(func=cmd_info)
+    # Each area registers its own sub-commands (one line each).
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

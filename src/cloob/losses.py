@@ -1,0 +1,291 @@
+"""Contrastive objectives of CLIP and CLOOB (method.md §1).
+
+Notation: a batch of N matched pairs; row i of ``anchors`` is matched with row i
+of ``samples``; ``inv_tau`` is the inverse temperature (open_clip's
+``logit_scale``), a float or a 0-dim tensor (then it receives a gradient).
+
+All one-direction losses go through :func:`_row_logsumexp_loss`, which never
+materialises the N×N logit matrix: it walks over row blocks, keeps only one
+logsumexp per row, and recomputes each block in the backward pass. Memory is
+O(block·N) instead of O(N²), so N = 65,536 fits on a laptop.
+
+When a ``torch.distributed`` process group is active, the two-sided losses
+(:func:`clip_loss`, :func:`cloob_loss`, :func:`contrastive_loss`) first
+all-gather the features, so every process computes the loss over the global
+batch (and CLOOB's Hopfield memory is the global batch).
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+
+from cloob.distributed import gather_features
+from cloob.hopfield import retrieve
+
+Scalar = Union[float, torch.Tensor]
+
+OBJECTIVES = ("infonce", "infoloob")
+
+# Elements of one block of logits (rows × N); 2^24 floats = 64 MiB in float32.
+_BLOCK_ELEMENTS = 1 << 24
+
+
+def _check_pairs(anchors: torch.Tensor, samples: torch.Tensor, min_n: int) -> None:
+    if anchors.dim() != 2 or samples.dim() != 2:
+        raise ValueError(
+            f"expected 2-D (N, d) features, got anchors {tuple(anchors.shape)} and samples {tuple(samples.shape)}"
+        )
+    if anchors.shape != samples.shape:
+        raise ValueError(
+            f"anchors {tuple(anchors.shape)} and samples {tuple(samples.shape)} must have the same (N, d): "
+            "row i of each is one matched pair"
+        )
+    n = anchors.shape[0]
+    if n < min_n:
+        if min_n == 2:
+            raise ValueError(
+                f"InfoLOOB needs N >= 2 (got N={n}): it leaves the positive out of the denominator, "
+                "so every anchor needs at least one negative"
+            )
+        raise ValueError(f"need at least {min_n} pairs, got N={n}")
+
+
+def _as_tensor(inv_tau: Scalar, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(inv_tau, torch.Tensor):
+        if inv_tau.numel() != 1:
+            raise ValueError(f"inv_tau must be a scalar, got shape {tuple(inv_tau.shape)}")
+        return inv_tau.reshape(())
+    return torch.tensor(float(inv_tau), dtype=like.dtype, device=like.device)
+
+
+def _block_rows(n: int) -> int:
+    return max(1, min(n, _BLOCK_ELEMENTS // max(n, 1)))
+
+
+class _RowLogsumexpLoss(torch.autograd.Function):
+    """L = (1/N) Σ_i [ logsumexp_{j∈D(i)} (t·a_iᵀs_j) − t·a_iᵀs_i ].
+
+    D(i) = all j (InfoNCE) or all j ≠ i (InfoLOOB). Forward and backward both
+    stream over row blocks; the backward recomputes the block's logits from the
+    saved per-row logsumexp instead of storing them.
+    """
+
+    @staticmethod
+    def forward(ctx, anchors, samples, inv_tau, leave_one_out: bool):
+        n = anchors.shape[0]
+        rows = _block_rows(n)
+        lse = anchors.new_empty(n)
+        positive = (anchors * samples).sum(dim=1) * inv_tau
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            logits = (anchors[start:stop] @ samples.T) * inv_tau
+            if leave_one_out:
+                idx = torch.arange(start, stop, device=anchors.device)
+                logits[idx - start, idx] = float("-inf")
+            lse[start:stop] = torch.logsumexp(logits, dim=1)
+        ctx.save_for_backward(anchors, samples, inv_tau, lse)
+        ctx.leave_one_out = leave_one_out
+        return (lse - positive).mean()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        anchors, samples, inv_tau, lse = ctx.saved_tensors
+        n = anchors.shape[0]
+        rows = _block_rows(n)
+        scale = grad_out / n
+        grad_a = torch.empty_like(anchors) if ctx.needs_input_grad[0] else None
+        grad_s = torch.zeros_like(samples) if ctx.needs_input_grad[1] else None
+        grad_t = anchors.new_zeros(()) if ctx.needs_input_grad[2] else None
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            idx = torch.arange(start, stop, device=anchors.device)
+            sims = anchors[start:stop] @ samples.T
+            # dL/dlogit_ij = (p_ij − δ_ij)/N, p = softmax over D(i)
+            g = torch.exp(sims * inv_tau - lse[start:stop, None])
+            if ctx.leave_one_out:
+                g[idx - start, idx] = 0.0
+            g[idx - start, idx] -= 1.0
+            g = g * scale
+            if grad_t is not None:
+                grad_t = grad_t + (g * sims).sum()
+            g = g * inv_tau
+            if grad_a is not None:
+                grad_a[start:stop] = g @ samples
+            if grad_s is not None:
+                grad_s.addmm_(g.T, anchors[start:stop])
+        return grad_a, grad_s, grad_t, None
+
+
+def _row_logsumexp_loss(anchors, samples, inv_tau: Scalar, leave_one_out: bool) -> torch.Tensor:
+    return _RowLogsumexpLoss.apply(anchors, samples, _as_tensor(inv_tau, anchors), leave_one_out)
+
+
+def info_nce(anchors: torch.Tensor, samples: torch.Tensor, inv_tau: Scalar) -> torch.Tensor:
+    """InfoNCE in one direction: cross-entropy of each anchor against all samples.
+
+    L = −(1/N) Σ_i log( exp(t·a_iᵀs_i) / Σ_j exp(t·a_iᵀs_j) ),  t = inv_tau.
+
+    Args:
+        anchors: (N, d); row i is matched with ``samples[i]``.
+        samples: (N, d).
+        inv_tau: float or 0-dim tensor.
+    Returns:
+        0-dim tensor, the mean over the N anchors.
+    """
+    _check_pairs(anchors, samples, min_n=1)
+    return _row_logsumexp_loss(anchors, samples, inv_tau, leave_one_out=False)
+
+
+def info_loob(anchors: torch.Tensor, samples: torch.Tensor, inv_tau: Scalar) -> torch.Tensor:
+    """InfoLOOB ("leave one out bound") in one direction.
+
+    L = −(1/N) Σ_i [ t·a_iᵀs_i − log Σ_{j≠i} exp(t·a_iᵀs_j) ],  t = inv_tau.
+
+    The positive is excluded from the denominator by masking it to −inf before
+    a logsumexp (exact; no large-negative constant), so it is finite for any
+    inv_tau and for near-identical embeddings.
+
+    Args:
+        anchors: (N, d), N >= 2; row i is matched with ``samples[i]``.
+        samples: (N, d).
+        inv_tau: float or 0-dim tensor.
+    Returns:
+        0-dim tensor, the mean over the N anchors.
+    Raises:
+        ValueError: N < 2 (an anchor would have no negative).
+    """
+    _check_pairs(anchors, samples, min_n=2)
+    return _row_logsumexp_loss(anchors, samples, inv_tau, leave_one_out=True)
+
+
+def hopfield_pairs(image_features: torch.Tensor, text_features: torch.Tensor, beta: Scalar):
+    """CLOOB's four normalised Hopfield retrievals with the batch as memory.
+
+    U = x (images) and V = y (texts) are stored; each retrieval is
+    l2-normalised afterwards.
+
+    Args:
+        image_features: x, (N, d) unit rows.
+        text_features: y, (N, d) unit rows.
+        beta: inverse temperature of the retrieval, float or 0-dim tensor.
+    Returns:
+        (U_x, U_y, V_x, V_y), each (N, d) unit rows.
+    """
+    x, y = image_features, text_features
+    U_x = F.normalize(retrieve(x, x, beta), dim=-1)
+    U_y = F.normalize(retrieve(y, x, beta), dim=-1)
+    V_x = F.normalize(retrieve(x, y, beta), dim=-1)
+    V_y = F.normalize(retrieve(y, y, beta), dim=-1)
+    return U_x, U_y, V_x, V_y
+
+
+def contrastive_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    inv_tau: Scalar,
+    objective: str = "infonce",
+    hopfield_beta: Scalar | None = None,
+    gather: bool = True,
+) -> torch.Tensor:
+    """The paper's four ablation cells: {InfoNCE, InfoLOOB} × {no Hopfield, Hopfield}.
+
+    The two directions are (x, y) and (y, x) without Hopfield, and
+    (U_x, U_y) and (V_y, V_x) with it (see :func:`hopfield_pairs`).
+    InfoNCE averages the two directions (CLIP's ½·CE + ½·CE); InfoLOOB sums
+    them and multiplies by tau = 1/inv_tau, as CLOOB does, which keeps the
+    gradient scale independent of inv_tau.
+
+    ``contrastive_loss(x, y, t)`` is :func:`clip_loss` and
+    ``contrastive_loss(x, y, t, "infoloob", beta)`` is :func:`cloob_loss`.
+
+    Args:
+        image_features: (N_local, d) unit rows.
+        text_features: (N_local, d) unit rows.
+        inv_tau: float or 0-dim tensor.
+        objective: "infonce" or "infoloob".
+        hopfield_beta: None (no retrieval) or β, float or 0-dim tensor.
+        gather: all-gather the features over the active process group first
+            (no-op in a single process).
+    Returns:
+        0-dim tensor: the loss over the global batch.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if gather:
+        image_features = gather_features(image_features)
+        text_features = gather_features(text_features)
+    _check_pairs(image_features, text_features, min_n=2 if objective == "infoloob" else 1)
+    if hopfield_beta is None:
+        pairs = ((image_features, text_features), (text_features, image_features))
+    else:
+        U_x, U_y, V_x, V_y = hopfield_pairs(image_features, text_features, hopfield_beta)
+        pairs = ((U_x, U_y), (V_y, V_x))
+    if objective == "infonce":
+        return 0.5 * (info_nce(*pairs[0], inv_tau) + info_nce(*pairs[1], inv_tau))
+    return (info_loob(*pairs[0], inv_tau) + info_loob(*pairs[1], inv_tau)) / inv_tau
+
+
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, inv_tau: Scalar) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE, ½·CE(logits) + ½·CE(logitsᵀ), logits = inv_tau·x yᵀ.
+
+    Equal to ``open_clip.ClipLoss()(x, y, logit_scale=inv_tau)`` in one process.
+
+    Args:
+        image_features: x, (N, d) unit rows.
+        text_features: y, (N, d) unit rows.
+        inv_tau: float or 0-dim tensor.
+    Returns:
+        0-dim tensor.
+    """
+    return contrastive_loss(image_features, text_features, inv_tau, "infonce", None)
+
+
+def cloob_loss(image_features: torch.Tensor, text_features: torch.Tensor, inv_tau: Scalar, beta: Scalar) -> torch.Tensor:
+    """CLOOB: tau·[InfoLOOB(U_x, U_y) + InfoLOOB(V_y, V_x)] with normalised Hopfield retrievals.
+
+    Args:
+        image_features: x, (N, d) unit rows, N >= 2 (global batch).
+        text_features: y, (N, d) unit rows.
+        inv_tau: 1/tau, float or 0-dim tensor (the paper fixes it at 30).
+        beta: Hopfield inverse temperature (the paper uses 8 on CC; 14.3 was
+            the reference code's default).
+    Returns:
+        0-dim tensor.
+    """
+    return contrastive_loss(image_features, text_features, inv_tau, "infoloob", beta)
+
+
+METHODS = {
+    # method name -> (objective, uses Hopfield retrieval)
+    "clip": ("infonce", False),
+    "infoloob": ("infoloob", False),
+    "infonce-hopfield": ("infonce", True),
+    "cloob": ("infoloob", True),
+}
+
+
+def method_loss(method: str, image_features, text_features, inv_tau: Scalar, beta: Scalar | None) -> torch.Tensor:
+    """Loss of one named method of the ablation grid (see :data:`METHODS`)."""
+    try:
+        objective, hopfield = METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}") from None
+    if hopfield and beta is None:
+        raise ValueError(f"method {method!r} needs a Hopfield beta")
+    return contrastive_loss(image_features, text_features, inv_tau, objective, beta if hopfield else None)
+
+
+__all__ = [
+    "info_nce",
+    "info_loob",
+    "hopfield_pairs",
+    "contrastive_loss",
+    "clip_loss",
+    "cloob_loss",
+    "method_loss",
+    "METHODS",
+    "OBJECTIVES",
+]
+

@@ -1,0 +1,147 @@
+"""Models: open_clip architectures plus cloob's learnable/fixed temperatures.
+
+Every architecture comes from open_clip (`create_model_and_transforms`, its
+tokenizer and state-dict conventions). cloob registers its small configs in
+``model_configs/*.json`` with open_clip on import, so open_clip's own tools
+(e.g. ``open_clip_train``) can build them by name too.
+
+:class:`ContrastiveModel` wraps an open_clip ``CLIP`` and adds what CLIP and
+CLOOB differ in: ``inv_tau`` (exp-parametrised through open_clip's own
+``logit_scale``, clamped at 100) and, for Hopfield methods, ``hopfield_beta``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+from torch import nn
+
+from cloob.hopfield import HopfieldMemory
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+SMALL_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+MAX_INV_TAU = 100.0
+
+
+def register_model_configs() -> None:
+    """Register cloob's model configs with open_clip (idempotent)."""
+    known = set(open_clip.list_models())
+    for name in SMALL_MODELS:
+        if name not in known:
+            open_clip.add_model_config(CONFIG_DIR / f"{name}.json")
+
+
+register_model_configs()
+
+
+def list_models() -> list[str]:
+    """Every architecture name open_clip can build (cloob's small configs included)."""
+    return list(open_clip.list_models())
+
+
+class ContrastiveModel(nn.Module):
+    """An open_clip model with CLIP's/CLOOB's temperatures.
+
+    Attributes:
+        clip: the open_clip model (its state dict is open_clip's).
+        hopfield: a :class:`HopfieldMemory` or None (methods without retrieval).
+    """
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        model_name: str,
+        inv_tau: float = 1 / 0.07,
+        learn_inv_tau: bool = True,
+        hopfield_beta: float | None = None,
+        learn_hopfield_beta: bool = False,
+    ):
+        super().__init__()
+        if not 0 < inv_tau <= MAX_INV_TAU:
+            raise ValueError(f"inv_tau must be in (0, {MAX_INV_TAU}], got {inv_tau}")
+        self.clip = clip
+        self.model_name = model_name
+        with torch.no_grad():
+            clip.logit_scale.fill_(math.log(inv_tau))
+        clip.logit_scale.requires_grad_(learn_inv_tau)
+        self.hopfield = HopfieldMemory(hopfield_beta, learnable=learn_hopfield_beta) if hopfield_beta else None
+
+    @property
+    def inv_tau(self) -> torch.Tensor:
+        """0-dim tensor exp(logit_scale), clamped at 100 (gradient flows below the clamp)."""
+        return self.clip.logit_scale.exp().clamp(max=MAX_INV_TAU)
+
+    @property
+    def hopfield_beta(self) -> torch.Tensor | None:
+        """0-dim tensor β, or None when the model has no Hopfield memory."""
+        return None if self.hopfield is None else self.hopfield.beta
+
+    @property
+    def context_length(self) -> int:
+        return int(self.clip.context_length)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, 3, H, W) images -> (B, embed_dim) features (unit rows if normalize)."""
+        return self.clip.encode_image(images, normalize=normalize)
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, context_length) token ids -> (B, embed_dim) features (unit rows if normalize)."""
+        return self.clip.encode_text(tokens, normalize=normalize)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor):
+        """Returns (image_features, text_features), both (B, embed_dim) unit rows."""
+        return self.encode_image(images), self.encode_text(tokens)
+
+
+def create_model(
+    model_name: str,
+    pretrained: str | None = None,
+    inv_tau: float = 1 / 0.07,
+    learn_inv_tau: bool = True,
+    hopfield_beta: float | None = None,
+    learn_hopfield_beta: bool = False,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    **model_kwargs,
+) -> tuple[ContrastiveModel, Callable, Callable]:
+    """Build a model through open_clip.
+
+    Args:
+        model_name: any name of :func:`list_models` (e.g. "cloob-rn-tiny", "RN50", "ViT-B-32").
+        pretrained: None (random init) or a local checkpoint file in open_clip's
+            format (state dict, .pt/.bin/.safetensors). Names of hub weights
+            are refused: nothing is downloaded.
+        inv_tau, learn_inv_tau: initial 1/tau and whether it is learned.
+        hopfield_beta, learn_hopfield_beta: β of the Hopfield memory (None = no memory).
+    Returns:
+        (model, train_transform, eval_transform).
+    """
+    if model_name not in open_clip.list_models():
+        raise ValueError(f"unknown model {model_name!r}; `cloob info` lists the registered names")
+    if pretrained is not None and not Path(pretrained).is_file():
+        raise FileNotFoundError(
+            f"pretrained checkpoint {pretrained!r} is not a local file (cloob never downloads weights)"
+        )
+    clip, train_tf, eval_tf = open_clip.create_model_and_transforms(
+        model_name, pretrained=None, device=device, precision=precision, **model_kwargs
+    )
+    if pretrained is not None:
+        open_clip.load_checkpoint(clip, pretrained)
+    model = ContrastiveModel(clip, model_name, inv_tau, learn_inv_tau, hopfield_beta, learn_hopfield_beta)
+    return model.to(device), train_tf, eval_tf
+
+
+def get_tokenizer(model_name: str):
+    """open_clip's tokenizer for ``model_name``: list[str] -> (B, context_length) long."""
+    return open_clip.get_tokenizer(model_name)
+
+
+def count_parameters(module: nn.Module) -> dict[str, int]:
+    """Parameter counts of the image tower, the text tower and in total."""
+    clip = module.clip if isinstance(module, ContrastiveModel) else module
+    total = sum(p.numel() for p in module.parameters())
+    image = sum(p.numel() for p in clip.visual.parameters())
+    return {"image": image, "text": total - image, "total": total}
