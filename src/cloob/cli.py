@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="library versions, threads and registered model names")
     p.set_defaults(func=cmd_info)
     # Each area registers its own sub-commands (one line each).
+    from cloob.data.commands import add_commands as _add_data; _add_data(sub)  # noqa: E702
     return parser
 
 
