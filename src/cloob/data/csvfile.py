@@ -84,7 +84,7 @@ class CsvPairs(Dataset):
                 missing = "image" if img_path is None else "caption"
                 raise BadSampleError("missing_column", where, line, f"row has no {missing} field")
             caption = check_caption(cap, where, line)
-            image = load_image(img_path, row=line)
+            image = load_image(img_path, row=f"{line} of {self.table.path}")
         except BadSampleError as e:
             return handle_bad(e, self.strict)
         return finish_pair(image, caption, self.image_transform, self.tokenizer)
