@@ -21,7 +21,7 @@ def augmentations() -> list:
     return [
         T.RandomHorizontalFlip(p=0.5),
         T.RandomPerspective(distortion_scale=0.5, p=0.5),
-        T.RandomRotation(20),
+        T.RandomRotation(20, interpolation=T.InterpolationMode.BILINEAR),
         T.GaussianBlur(kernel_size=3, sigma=(0.1, 2.0)),
     ]
 
