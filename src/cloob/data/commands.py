@@ -33,6 +33,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     from cloob.data import (BadSampleReport, DataError, image_transform, make_loader, open_labelled,
                             open_pairs, open_retrieval, spec_kind)
 
+    import logging
+
+    logging.getLogger("cloob.data").setLevel(logging.ERROR)  # the report is printed below instead
     kind = spec_kind(args.spec) if args.kind == "auto" else args.kind
     tf = image_transform(args.size, train=False)
     report = BadSampleReport(args.spec)
