@@ -220,3 +220,13 @@ def test_check_command_reports_damaged_csv(tmp_path, good, capsys):
     args = parser.parse_args(["data", "check", str(f), "--strict"])
     assert args.func(args) == 2
     assert "nope.png" in capsys.readouterr().err
+
+
+def test_shard_ending_inside_a_member_header_keeps_complete_samples(tmp_path, pairs):
+    spec = write_wds(pairs[:3], tmp_path / "h", per_shard=3)
+    shard = tmp_path / "h" / "shard-000000.tar"
+    with tarfile.open(shard) as t:
+        third = [m for m in t.getmembers() if m.name.startswith("000000002")][0]
+    shard.write_bytes(shard.read_bytes()[: third.offset + 100])  # cut inside the third sample's first header
+    r = _scan(WdsPairs(spec, image_transform=None, tokenizer=None))
+    assert r.n_ok == 2 and r.counts == {"truncated_shard": 1}, r.format()

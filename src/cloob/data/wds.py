@@ -81,6 +81,10 @@ def iter_shard(url: str, is_complete: Callable[[dict], bool] = lambda m: True):
                 key, reading = k, info.name
                 members[ext] = tar.extractfile(info).read()
                 reading = None
+            # tarfile's stream mode ends quietly on a partial header; a complete shard has
+            # its two zero blocks (end-of-archive marker) after the last member
+            if "://" not in url and not url.startswith("pipe:") and Path(url).stat().st_size - tar.offset < 1024:
+                raise tarfile.ReadError("no end-of-archive marker")
     except (tarfile.TarError, EOFError, OSError) as e:
         if reading is None and key is not None and is_complete(members):
             yield key, members
