@@ -31,26 +31,41 @@ def is_main_process() -> bool:
 
 
 def gather_features(x: torch.Tensor) -> torch.Tensor:
-    """All-gather (N_local, d) features into (world·N_local, d), in rank order.
+    """All-gather (N_local, d) features into (N_global, d), in rank order.
 
-    The local shard keeps its gradient; the other shards are detached. In a
-    single process (or without a process group) ``x`` is returned unchanged.
-    All processes must pass the same shape; a mismatch raises a clear error
-    instead of hanging in the collective.
+    The local shard keeps its gradient; the other shards are detached. Local
+    batch sizes may differ between processes (a batch that lost bad samples):
+    shards are padded for the collective and trimmed afterwards. In a single
+    process (or without a process group) ``x`` is returned unchanged.
     """
     if not is_distributed():
         return x
     world, rank = dist.get_world_size(), dist.get_rank()
-    shape = torch.tensor(list(x.shape), dtype=torch.long, device=x.device)
-    shapes = [torch.empty_like(shape) for _ in range(world)]
-    dist.all_gather(shapes, shape)
-    if any(not torch.equal(s, shape) for s in shapes):
-        raise ValueError(
-            "gather_features needs the same local shape on every process, got "
-            + ", ".join(f"rank {r}: {tuple(s.tolist())}" for r, s in enumerate(shapes))
-            + " (use drop_last batching)"
-        )
-    parts = [torch.empty_like(x) for _ in range(world)]
-    dist.all_gather(parts, x.detach().contiguous())
+    size = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
+    sizes = [torch.empty_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s.item()) for s in sizes]
+    longest = max(sizes)
+    local = x.detach()
+    if x.shape[0] < longest:
+        local = torch.cat([local, local.new_zeros((longest - x.shape[0],) + tuple(x.shape[1:]))])
+    parts = [torch.empty_like(local) for _ in range(world)]
+    dist.all_gather(parts, local.contiguous())
+    parts = [p[:n] for p, n in zip(parts, sizes)]
     parts[rank] = x
     return torch.cat(parts, dim=0)
+
+
+def share_gradient(value):
+    """Same value, gradient divided by the world size.
+
+    Every process computes the full global loss, so a scalar used by all of
+    them (inv_tau, beta) receives the full gradient on each process, while an
+    embedding's gradient is only present on its own process. Scaling the shared
+    scalars by 1/world makes *summing* gradients over processes exact for both.
+    Python floats and tensors without grad are returned unchanged.
+    """
+    if not is_distributed() or not isinstance(value, torch.Tensor) or not value.requires_grad:
+        return value
+    world = dist.get_world_size()
+    return value / world + (value - value / world).detach()

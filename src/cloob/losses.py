@@ -21,7 +21,7 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 
-from cloob.distributed import gather_features
+from cloob.distributed import gather_features, share_gradient
 from cloob.hopfield import retrieve
 
 Scalar = Union[float, torch.Tensor]
@@ -69,7 +69,10 @@ class _RowLogsumexpLoss(torch.autograd.Function):
 
     D(i) = all j (InfoNCE) or all j ≠ i (InfoLOOB). Forward and backward both
     stream over row blocks; the backward recomputes the block's logits from the
-    saved per-row logsumexp instead of storing them.
+    saved per-row logsumexp instead of storing them. With P the softmax over
+    D(i) and G = (P − I)/N = dL/dlogits:
+      dL/da = t·G s,  dL/ds = t·Gᵀ a,  dL/dt = Σ_i a_iᵀ (G s)_i,
+    so only two matmuls and one exp touch the (rows × N) block.
     """
 
     @staticmethod
@@ -77,13 +80,15 @@ class _RowLogsumexpLoss(torch.autograd.Function):
         n = anchors.shape[0]
         rows = _block_rows(n)
         lse = anchors.new_empty(n)
-        positive = (anchors * samples).sum(dim=1) * inv_tau
+        positive = anchors.new_empty(n)
+        samples_t = samples.T
         for start in range(0, n, rows):
             stop = min(start + rows, n)
-            logits = (anchors[start:stop] @ samples.T) * inv_tau
+            diag = (torch.arange(stop - start, device=anchors.device), torch.arange(start, stop, device=anchors.device))
+            logits = (anchors[start:stop] * inv_tau) @ samples_t
+            positive[start:stop] = logits[diag]
             if leave_one_out:
-                idx = torch.arange(start, stop, device=anchors.device)
-                logits[idx - start, idx] = float("-inf")
+                logits[diag] = float("-inf")
             lse[start:stop] = torch.logsumexp(logits, dim=1)
         ctx.save_for_backward(anchors, samples, inv_tau, lse)
         ctx.leave_one_out = leave_one_out
@@ -95,26 +100,25 @@ class _RowLogsumexpLoss(torch.autograd.Function):
         n = anchors.shape[0]
         rows = _block_rows(n)
         scale = grad_out / n
-        grad_a = torch.empty_like(anchors) if ctx.needs_input_grad[0] else None
-        grad_s = torch.zeros_like(samples) if ctx.needs_input_grad[1] else None
-        grad_t = anchors.new_zeros(()) if ctx.needs_input_grad[2] else None
+        need_a, need_s, need_t = ctx.needs_input_grad[:3]
+        g_s = torch.empty_like(anchors)  # (G s) rows, before the factor t
+        g_a = torch.zeros_like(samples) if need_s else None  # Gᵀ a, before the factor t
+        samples_t = samples.T
         for start in range(0, n, rows):
             stop = min(start + rows, n)
-            idx = torch.arange(start, stop, device=anchors.device)
-            sims = anchors[start:stop] @ samples.T
-            # dL/dlogit_ij = (p_ij − δ_ij)/N, p = softmax over D(i)
-            g = torch.exp(sims * inv_tau - lse[start:stop, None])
+            diag = (torch.arange(stop - start, device=anchors.device), torch.arange(start, stop, device=anchors.device))
+            block = anchors[start:stop]
+            p = ((block * inv_tau) @ samples_t).sub_(lse[start:stop, None]).exp_()
             if ctx.leave_one_out:
-                g[idx - start, idx] = 0.0
-            g[idx - start, idx] -= 1.0
-            g = g * scale
-            if grad_t is not None:
-                grad_t = grad_t + (g * sims).sum()
-            g = g * inv_tau
-            if grad_a is not None:
-                grad_a[start:stop] = g @ samples
-            if grad_s is not None:
-                grad_s.addmm_(g.T, anchors[start:stop])
+                p[diag] = 0.0
+            # G = P − I restricted to these rows; the −I part is a row copy, not an N-wide op
+            g_s[start:stop] = p @ samples - samples[start:stop]
+            if g_a is not None:
+                g_a.addmm_(p.T, block)
+                g_a[start:stop] -= block
+        grad_t = (anchors * g_s).sum() * scale if need_t else None
+        grad_a = g_s * (scale * inv_tau) if need_a else None
+        grad_s = g_a * (scale * inv_tau) if need_s else None
         return grad_a, grad_s, grad_t, None
 
 
@@ -207,7 +211,9 @@ def contrastive_loss(
         objective: "infonce" or "infoloob".
         hopfield_beta: None (no retrieval) or β, float or 0-dim tensor.
         gather: all-gather the features over the active process group first
-            (no-op in a single process).
+            (no-op in a single process). Gradients are then such that their
+            *sum* over processes equals the single-process gradient with the
+            global batch (see :func:`cloob.distributed.share_gradient`).
     Returns:
         0-dim tensor: the loss over the global batch.
     """
@@ -216,6 +222,8 @@ def contrastive_loss(
     if gather:
         image_features = gather_features(image_features)
         text_features = gather_features(text_features)
+        inv_tau = share_gradient(inv_tau)
+        hopfield_beta = share_gradient(hopfield_beta)
     _check_pairs(image_features, text_features, min_n=2 if objective == "infoloob" else 1)
     if hopfield_beta is None:
         pairs = ((image_features, text_features), (text_features, image_features))

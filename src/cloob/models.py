@@ -42,6 +42,12 @@ def list_models() -> list[str]:
     return list(open_clip.list_models())
 
 
+def visual_image_size(clip: nn.Module) -> int:
+    """Input side in pixels of an open_clip model (ResNets store an int, ViTs a pair)."""
+    size = clip.visual.image_size
+    return int(size if isinstance(size, int) else size[0])
+
+
 class ContrastiveModel(nn.Module):
     """An open_clip model with CLIP's/CLOOB's temperatures.
 
@@ -78,6 +84,11 @@ class ContrastiveModel(nn.Module):
     def hopfield_beta(self) -> torch.Tensor | None:
         """0-dim tensor β, or None when the model has no Hopfield memory."""
         return None if self.hopfield is None else self.hopfield.beta
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square input image in pixels."""
+        return visual_image_size(self.clip)
 
     @property
     def context_length(self) -> int:

@@ -1,0 +1,48 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cloob.hopfield import HopfieldMemory, retrieve
+from naive import naive_retrieve
+
+
+@pytest.mark.parametrize("n,m,d,beta", [(3, 5, 4, 1.0), (6, 2, 3, 14.3), (4, 4, 8, 30.0)])
+def test_retrieve_matches_the_loop_formula(n, m, d, beta):
+    g = torch.Generator().manual_seed(n * m)
+    state = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=-1)
+    stored = F.normalize(torch.randn(m, d, generator=g, dtype=torch.float64), dim=-1)
+    torch.testing.assert_close(retrieve(state, stored, beta), naive_retrieve(state, stored, beta))
+
+
+def test_retrieve_gradcheck_including_beta():
+    g = torch.Generator().manual_seed(0)
+    state = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    stored = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(retrieve, (state, stored, beta))
+
+
+def test_large_beta_retrieves_the_nearest_stored_pattern():
+    stored = torch.eye(4)
+    state = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.0, 0.2, 0.1, 0.8]])
+    out = retrieve(state, stored, 1000.0)
+    torch.testing.assert_close(out, stored[[0, 3]])
+
+
+def test_memory_module_fixed_and_learnable_beta():
+    fixed = HopfieldMemory(8.0)
+    assert not fixed.log_beta.requires_grad
+    assert math.isclose(fixed.beta.item(), 8.0, rel_tol=1e-6)
+    learn = HopfieldMemory(14.3, learnable=True)
+    x = torch.randn(3, 4)
+    learn(x, x).sum().backward()
+    assert learn.log_beta.grad is not None
+    with pytest.raises(ValueError, match="> 0"):
+        HopfieldMemory(0.0)
+
+
+def test_retrieve_rejects_mismatched_dims():
+    with pytest.raises(ValueError, match="same d"):
+        retrieve(torch.randn(2, 3), torch.randn(2, 4), 1.0)
