@@ -1,0 +1,193 @@
+"""Checkpoints: safetensors weights + a trusted-types training state + a JSON sidecar.
+
+Layout of one checkpoint (a directory, renamed into place only when complete):
+
+    <run>/checkpoints/step-00001200/
+        model.safetensors   the open_clip state dict (open_clip.load_checkpoint reads it)
+        state.pt            optimiser, RNG states, data position, counters, cloob extras
+                            (log_beta); loaded with torch.load(weights_only=True)
+        meta.json           model name, method, step, epoch, config, metrics
+
+A checkpoint is written to ``.tmp-step-…`` with every file fsync'ed, then
+renamed; a process killed mid-write leaves only a temp directory that
+:func:`latest_checkpoint` ignores (and the next save removes).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+PREFIX = "step-"
+TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be (safely) loaded."""
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{PREFIX}{step:08d}"
+
+
+def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """Complete checkpoints under ``ckpt_dir``, oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "meta.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
+
+
+def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
+    found = list_checkpoints(ckpt_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(
+    ckpt_dir: str | Path,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    train_state: dict,
+    meta: dict,
+    keep_last: int = 3,
+    protect: tuple[str, ...] = (),
+) -> Path:
+    """Write one checkpoint atomically and prune old ones.
+
+    Args:
+        ckpt_dir: the run's checkpoint directory.
+        step: optimiser steps done.
+        model_state: open_clip state dict (tensors).
+        train_state: plain containers of tensors/numbers/strings (weights_only-loadable).
+        meta: JSON-serialisable sidecar.
+        keep_last: how many of the newest checkpoints to keep (>= 1).
+        protect: names of checkpoints never pruned (e.g. the best one).
+    Returns:
+        The final checkpoint directory.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / checkpoint_name(step)
+    tmp = ckpt_dir / f"{TMP_PREFIX}{final.name}"
+    for stale in ckpt_dir.glob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir()
+    # safetensors refuses shared storage; open_clip's state dicts have none, but make contiguous copies to be safe
+    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, tmp / "model.safetensors")
+    torch.save(train_state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    for f in tmp.iterdir():
+        _fsync_file(f)
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving the same step (e.g. after a resume): replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(ckpt_dir)
+    keep = max(1, keep_last)
+    complete = list_checkpoints(ckpt_dir)
+    for old in complete[:-keep]:
+        if old.name not in protect:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_train_state(path: str | Path) -> dict:
+    """Load ``state.pt`` with ``weights_only=True``; a pickle needing arbitrary code is refused."""
+    return safe_torch_load(Path(path) / "state.pt")
+
+
+def safe_torch_load(path: str | Path):
+    """``torch.load(path, weights_only=True)`` with a clear error for untrusted pickles."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {path}: it is a pickle that needs arbitrary code to load "
+            f"({str(e).splitlines()[0][:200]}). cloob loads only safetensors or weights-only "
+            "torch files; re-save the weights as a plain state dict or safetensors."
+        ) from None
+
+
+def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """open_clip state dict from a checkpoint directory, a .safetensors file or a weights-only .pt file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint weights at {path}")
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    state = safe_torch_load(path)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
+    # checkpoints saved from DistributedDataParallel carry a 'module.' prefix
+    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
+def read_meta(path: str | Path) -> dict:
+    meta = Path(path) / "meta.json"
+    if not meta.is_file():
+        raise CheckpointError(f"{path} is not a cloob checkpoint directory (no meta.json)")
+    return json.loads(meta.read_text())
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from a checkpoint dir, a run dir (its latest) or a checkpoints dir."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        return path
+    for cand in (path / "checkpoints", path):
+        latest = latest_checkpoint(cand)
+        if latest is not None:
+            return latest
+    raise CheckpointError(f"no complete cloob checkpoint at or under {path}")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the trained :class:`~cloob.models.ContrastiveModel` of a checkpoint.
+
+    Args:
+        path: a checkpoint directory, or a run directory (its latest checkpoint).
+    Returns:
+        (model in eval mode, meta dict). The eval transform and tokenizer follow
+        from ``model.model_name`` via :mod:`cloob.models` and :mod:`cloob.data`.
+    """
+    from cloob.models import create_model
+
+    ckpt = resolve_checkpoint(path)
+    meta = read_meta(ckpt)
+    model, _, _ = create_model(
+        meta["model"],
+        inv_tau=1.0,
+        hopfield_beta=meta.get("hopfield_beta"),
+        device=device,
+    )
+    model.clip.load_state_dict(load_model_state(ckpt))
+    extras = load_train_state(ckpt).get("extras", {})
+    if model.hopfield is not None and "log_beta" in extras:
+        with torch.no_grad():
+            model.hopfield.log_beta.copy_(extras["log_beta"])
+    model.eval()
+    meta["checkpoint"] = str(ckpt)
+    return model, meta
