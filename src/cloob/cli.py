@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
     # Each area registers its own sub-commands (one line each).
     from cloob.data.commands import add_commands as _add_data; _add_data(sub)  # noqa: E702
+    from cloob.evals.commands import add_commands as _add_evals; _add_evals(sub)  # noqa: E702
     return parser
 
 
