@@ -1,0 +1,243 @@
+"""``cloob analyze``: encode a dataset with one or more checkpoints, run every diagnostic,
+write ``analysis.json`` and PNG figures.
+
+Pairs: a retrieval spec (``scenes-retrieval:DIR``, a CSV with several rows per image)
+pairs image i with its first caption; a pairs spec (CSV/TSV, ``scenes:DIR``, ``wds:…``)
+gives (image, caption) pairs directly. The first ``max_samples`` pairs are used.
+
+Diagnostics are computed on the l2-normalised image features x and text features y;
+the saturation terms use image anchors and the checkpoint's inv_tau on the raw (not
+Hopfield-retrieved) embeddings.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cloob.analysis import diagnostics as D
+from cloob.analysis import plots
+from cloob.analysis.runs import read_metrics, series
+
+HIST_BINS = 60
+
+
+@torch.no_grad()
+def encode_dataset(model, spec: str, max_samples: int = 2000, batch_size: int = 64, device="cpu",
+                   workers: int = 0, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(image_features (n, d), text_features (n, d), captions) of the first ``max_samples`` pairs;
+    features are float32 unit rows on the CPU."""
+    from torch.utils.data import IterableDataset, Subset
+    from tqdm import tqdm
+
+    from cloob.data import image_transform, make_loader, open_pairs, open_retrieval, spec_kind
+    from cloob.data.bad import DataError
+    from cloob.models import get_tokenizer
+
+    tf = image_transform(model, train=False)
+    tokenizer = get_tokenizer(model.model_name)
+    kind = spec_kind(spec)
+    model = model.to(device).eval()
+    img_feats, txt_feats, captions = [], [], []
+    if kind == "retrieval":
+        ds = open_retrieval(spec, image_transform=tf)
+        n = min(len(ds), max_samples)
+        first = [caps[0] for caps in ds.captions[:n]]
+        loader = make_loader(Subset(ds, range(n)), batch_size, shuffle=False, seed=0, num_workers=workers,
+                             drop_last=False)
+        bar = tqdm(total=n, desc=f"encoding {spec}", unit="pair", disable=not progress)
+        for images, idx in loader:
+            img_feats.append(model.encode_image(images.to(device)).float().cpu())
+            caps = [first[int(i)] for i in idx]
+            txt_feats.append(model.encode_text(tokenizer(caps).to(device)).float().cpu())
+            captions += caps
+            bar.update(len(idx))
+        bar.close()
+    elif kind == "pairs":
+        ds = open_pairs(spec, image_transform=tf, tokenizer=None)
+        if not isinstance(ds, IterableDataset):
+            ds = Subset(ds, range(min(len(ds), max_samples)))
+        loader = make_loader(ds, batch_size, shuffle=False, seed=0, num_workers=workers, drop_last=False)
+        bar = tqdm(total=len(ds) if hasattr(ds, "__len__") else max_samples, desc=f"encoding {spec}",
+                   unit="pair", disable=not progress)
+        for images, caps in loader:
+            caps = caps[: max_samples - len(captions)]
+            images = images[: len(caps)]
+            img_feats.append(model.encode_image(images.to(device)).float().cpu())
+            txt_feats.append(model.encode_text(tokenizer(list(caps)).to(device)).float().cpu())
+            captions += list(caps)
+            bar.update(len(caps))
+            if len(captions) >= max_samples:
+                break
+        bar.close()
+    else:
+        raise DataError(f"cannot analyze {spec!r}: expected image-text pairs (a .csv/.tsv, scenes:<DIR>, "
+                        "wds:<shards>) or a retrieval set (scenes-retrieval:<DIR>)")
+    if len(captions) < 2:
+        raise DataError(f"{spec} gave {len(captions)} valid pairs; the diagnostics need at least 2")
+    return torch.cat(img_feats), torch.cat(txt_feats), captions
+
+
+def diagnose(x, y, inv_tau: float, fraction: float = 0.99, k: int = 10, chunk: int | None = None) -> tuple[dict, dict]:
+    """Every diagnostic of matched image/text features ``x``, ``y`` (n, d).
+
+    Returns (summary: JSON-ready numbers, arrays: numpy arrays for figures).
+    """
+    spec_x, spec_y = D.eigenvalue_spectrum(x, chunk), D.eigenvalue_spectrum(y, chunk)
+    matched, unmatched = D.similarity_distributions(x, y, k=k, chunk=chunk)
+    sat = D.saturation_terms(x, y, inv_tau, chunk=chunk)
+    edges = np.linspace(-1, 1, HIST_BINS + 1)
+    summary = {
+        "n": int(x.shape[0]),
+        "dim": int(x.shape[1]),
+        "inv_tau": float(inv_tau),
+        "fraction": fraction,
+        "image": {
+            "effective_eigenvalues": D.effective_eigenvalues(spec_x, fraction),
+            "ajne": D.ajne_statistic(x, chunk),
+            "uniformity": D.uniformity(x, chunk=chunk),
+        },
+        "text": {
+            "effective_eigenvalues": D.effective_eigenvalues(spec_y, fraction),
+            "ajne": D.ajne_statistic(y, chunk),
+            "uniformity": D.uniformity(y, chunk=chunk),
+        },
+        "alignment": D.alignment(x, y),
+        "similarity": {
+            "k": int(unmatched.shape[1]),
+            "matched_mean": float(matched.mean()),
+            "matched_std": float(matched.std()),
+            "unmatched_mean": float(unmatched.mean()),
+            "unmatched_std": float(unmatched.std()),
+            "top1_unmatched_mean": float(unmatched[:, 0].mean()),
+            "edges": edges.tolist(),
+            "matched_hist": np.histogram(matched, edges)[0].tolist(),
+            "unmatched_hist": np.histogram(unmatched, edges)[0].tolist(),
+        },
+        "saturation": {k_: v for k_, v in sat.items() if not isinstance(v, np.ndarray)},
+        "spectrum": {"image": spec_x.tolist(), "text": spec_y.tolist()},
+    }
+    arrays = {"matched": matched, "unmatched": unmatched, "spectrum_image": spec_x, "spectrum_text": spec_y,
+              "log_a": sat["log_a"], "log_b": sat["log_b"]}
+    return summary, arrays
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """``<run>/checkpoints/step-X`` -> ``<run>``."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def _labels(entries: list[dict]) -> None:
+    base = [f"{e['method']} step {e['step']}" for e in entries]
+    for e, b in zip(entries, base):
+        e["label"] = b if base.count(b) == 1 else f"{e['run']}: {b}"
+
+
+def training_panels(runs: list[tuple[str, str, list[dict]]]) -> list[tuple[str, list[dict]]]:
+    """Curve panels (loss, inv_tau, log a / log b, zero-shot top-1) from ``(label, method, records)``."""
+    panels: dict[str, list[dict]] = {"loss": [], "inv_tau": [], "log a (solid) / log b (dashed)": []}
+    for label, method, recs in runs:
+        for key, kind, title, style, suffix in (
+            ("loss", "train", "loss", "-", " train"), ("val_loss", "eval", "loss", "--", " val"),
+            ("inv_tau", "train", "inv_tau", "-", ""),
+            ("log_a", "train", "log a (solid) / log b (dashed)", "-", " log a"),
+            ("log_b", "train", "log a (solid) / log b (dashed)", "--", " log b"),
+        ):
+            steps, values = series(recs, key, kind)
+            if steps:
+                panels[title].append({"label": label + suffix, "method": method, "steps": steps,
+                                      "values": values, "style": style})
+        zs_keys = sorted({k for r in recs if r.get("kind") == "eval" for k in r
+                          if k.startswith("zeroshot/") and k.endswith("/top1")})
+        for key in zs_keys:
+            steps, values = series(recs, key, "eval")
+            panels.setdefault("zero-shot top-1", []).append(
+                {"label": f"{label} {key.split('/')[1]}", "method": method, "steps": steps, "values": values})
+    return [(t, s) for t, s in panels.items() if s]
+
+
+def analyze(checkpoints: list[str | Path], spec: str, out: str | Path | None = None, max_samples: int = 2000,
+            batch_size: int = 64, device: str = "cpu", fraction: float = 0.99, k: int = 10, workers: int = 0,
+            chunk: int | None = None, progress: bool = True) -> dict:
+    """Analyse each checkpoint on ``spec``; write ``analysis.json`` and PNGs to ``out``
+    (default ``<run of the first checkpoint>/analysis``). Returns the JSON dict."""
+    from cloob.train.checkpoint import load_model, resolve_checkpoint
+
+    if not checkpoints:
+        raise ValueError("give at least one --checkpoint")
+    resolved = [resolve_checkpoint(c) for c in checkpoints]
+    out = Path(out) if out is not None else run_dir_of(resolved[0]) / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    entries, arrays = [], []
+    for ckpt in resolved:
+        model, meta = load_model(ckpt, device=device)
+        x, y, _ = encode_dataset(model, spec, max_samples, batch_size, device, workers, progress)
+        inv_tau = float(model.inv_tau.detach())
+        summary, arr = diagnose(x, y, inv_tau, fraction, k, chunk)
+        run = run_dir_of(ckpt)
+        method = meta.get("method") or (meta.get("config") or {}).get("method") or "unknown"
+        entries.append({"checkpoint": str(ckpt), "run": run.name, "run_dir": str(run), "method": method,
+                        "model": meta.get("model"), "step": int(meta.get("step", 0)), **summary})
+        arrays.append(arr)
+        del model
+    _labels(entries)
+    result = {"dataset": spec, "fraction": fraction, "k": k, "checkpoints": entries, "figures": {}}
+    if len(entries) > 1:
+        first = entries[0]
+        result["relative_change"] = [
+            {"from": first["label"], "to": e["label"],
+             "image_effective_eigenvalues": _rel(first["image"]["effective_eigenvalues"],
+                                                 e["image"]["effective_eigenvalues"]),
+             "text_effective_eigenvalues": _rel(first["text"]["effective_eigenvalues"],
+                                                e["text"]["effective_eigenvalues"])}
+            for e in entries[1:]]
+
+    figs = result["figures"]
+    sim = [{"label": e["label"], "method": e["method"], "matched": a["matched"], "unmatched": a["unmatched"]}
+           for e, a in zip(entries, arrays)]
+    figs["similarity_hist"] = _save(plots.similarity_hist_figure(sim), out, "similarity_hist")
+    spec_entries = [{"label": e["label"], "method": e["method"], "image": a["spectrum_image"],
+                     "text": a["spectrum_text"], "image_k": e["image"]["effective_eigenvalues"],
+                     "text_k": e["text"]["effective_eigenvalues"]} for e, a in zip(entries, arrays)]
+    figs["eigen_spectrum"] = _save(plots.spectrum_figure(spec_entries), out, "eigen_spectrum")
+    if len(entries) > 1:
+        changes = {}
+        for rc in result["relative_change"]:
+            tag = "" if len(entries) == 2 else f" → {rc['to']}"
+            for side in ("image", "text"):
+                changes[side + tag] = rc[f"{side}_effective_eigenvalues"]
+        title = (f"relative change of effective eigenvalues\n{entries[0]['label']} → {entries[1]['label']}"
+                 if len(entries) == 2 else "relative change of effective eigenvalues (from the first checkpoint)")
+        fig = plots.bar_figure({k_: (v if v is not None else math.nan) for k_, v in changes.items()}, title,
+                               "change (%)", percent=True)
+        figs["eigen_change"] = _save(fig, out, "eigen_change")
+    uni = [{"label": e["label"], "method": e["method"], "ajne_image": e["image"]["ajne"],
+            "ajne_text": e["text"]["ajne"], "uniformity_image": e["image"]["uniformity"],
+            "uniformity_text": e["text"]["uniformity"]} for e in entries]
+    figs["uniformity"] = _save(plots.uniformity_figure(uni), out, "uniformity")
+    runs, seen = [], set()
+    for e in entries:
+        if e["run_dir"] in seen:
+            continue
+        seen.add(e["run_dir"])
+        recs, _ = read_metrics(Path(e["run_dir"]) / "metrics.jsonl")
+        if recs:
+            runs.append((e["run"], e["method"], recs))
+    panels = training_panels(runs)
+    if panels:
+        figs["training_curves"] = _save(plots.training_curves_figure(panels), out, "training_curves")
+    (out / "analysis.json").write_text(json.dumps(result, indent=1))
+    result["out"] = str(out)
+    return result
+
+
+def _rel(before, after):
+    return None if before == 0 else D.relative_change(before, after)
+
+
+def _save(fig, out: Path, name: str) -> str:
+    plots.save_png(fig, out / f"{name}.png")
+    return f"{name}.png"

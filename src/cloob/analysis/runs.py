@@ -1,0 +1,130 @@
+"""Reading a run directory: config.yaml, metrics.jsonl, eval/*.json, analysis/analysis.json.
+
+A run directory ``RUN/`` holds ``config.yaml``, ``versions.json``, ``metrics.jsonl``,
+``checkpoints/step-XXXXXXXX/``, ``eval/*.json`` and ``analysis/`` (written by ``cloob analyze``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("cloob.analysis")
+
+# top-level numeric keys of an eval JSON that are bookkeeping, not metrics
+NOT_METRICS = re.compile(r"^(step|epoch|seed|n|n_.*|num_.*|.*seconds|.*_time|time|.*_s|k|shots|batch_size)$")
+LOWER_IS_BETTER = re.compile(r"(loss|error|err\b|perplexity)", re.I)
+
+
+class RunError(ValueError):
+    """A run directory or file that cannot be read."""
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    config: dict = field(default_factory=dict)
+    metrics: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    analysis: dict | None = None
+    analysis_pngs: dict[str, Path] = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    skipped_lines: int = 0
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method", "unknown"))
+
+
+def read_metrics(path: str | Path) -> tuple[list[dict], int]:
+    """Records of a ``metrics.jsonl`` and the number of unreadable lines skipped.
+
+    A truncated last line (a run still writing) is skipped; an unreadable line in the
+    middle raises :class:`RunError` naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [], 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records, skipped = [], 0
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):
+                skipped += 1
+                log.warning("%s:%d: skipping a truncated last line", path, i)
+                continue
+            raise RunError(f"{path}:{i}: not a JSON object ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise RunError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
+        records.append(rec)
+    return records, skipped
+
+
+def series(records: list[dict], key: str, kind: str | None = None) -> tuple[list[int], list[float]]:
+    """(steps, values) of ``key`` over records (of ``kind`` if given), skipping null/non-numeric values."""
+    steps, values = [], []
+    for r in records:
+        if kind is not None and r.get("kind") != kind:
+            continue
+        v = r.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and "step" in r:
+            steps.append(int(r["step"]))
+            values.append(float(v))
+    return steps, values
+
+
+def eval_metrics(ev: dict) -> dict[str, float]:
+    """The metrics of one eval JSON: every top-level finite number except bookkeeping keys."""
+    return {k: float(v) for k, v in ev.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and not NOT_METRICS.match(k)}
+
+
+def read_run(path: str | Path) -> Run:
+    """Everything the report needs from one run directory (missing parts stay empty)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"{path} is not a run directory")
+    run = Run(path=path, name=path.name)
+    cfg = path / "config.yaml"
+    if cfg.is_file():
+        try:
+            run.config = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise RunError(f"{cfg}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(run.config, dict):
+            raise RunError(f"{cfg}: expected a mapping of config keys")
+    run.metrics, run.skipped_lines = read_metrics(path / "metrics.jsonl")
+    if not cfg.is_file() and not run.metrics and not (path / "eval").is_dir():
+        raise RunError(f"{path} is not a cloob run directory (no config.yaml, metrics.jsonl or eval/)")
+    versions = path / "versions.json"
+    if versions.is_file():
+        try:
+            run.versions = json.loads(versions.read_text())
+        except json.JSONDecodeError:
+            log.warning("%s: not valid JSON; ignored", versions)
+    for f in sorted((path / "eval").glob("*.json")):
+        try:
+            ev = json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RunError(f"{f}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        if isinstance(ev, dict):
+            ev.setdefault("evaluator", f.stem)
+            ev.setdefault("dataset", "")
+            ev["_file"] = f.name
+            run.evals.append(ev)
+    adir = path / "analysis"
+    if (adir / "analysis.json").is_file():
+        run.analysis = json.loads((adir / "analysis.json").read_text())
+    run.analysis_pngs = {p.stem: p for p in sorted(adir.glob("*.png"))}
+    return run

@@ -1,0 +1,493 @@
+"""``cloob report``: one self-contained HTML page for one run or a comparison of runs.
+
+Sections: Config, Training curves, Evaluation (per-method mean ± std, bold = the best
+method is significantly ahead of every other by Welch's t-test, p < 0.05), Diagnostics
+(from each run's ``analysis/``), Reading (generated sentences). Figures are embedded
+as base64 PNG and the CSS is inline: the file opens anywhere without network.
+
+Metric scale: an eval metric whose values all lie in [0, 1] is shown ×100 (percent),
+and differences of accuracy-like metrics (top-k, R@k, acc, recall, mAP) are in points.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import math
+import re
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+from cloob.analysis import plots
+from cloob.analysis.analyze import training_panels
+from cloob.analysis.runs import LOWER_IS_BETTER, Run, RunError, eval_metrics, read_run, series
+from cloob.analysis.stats import ALPHA, welch_table
+
+CONFIG_KEYS = ("method", "model", "seed", "train_data", "epochs", "batch_size", "lr", "inv_tau", "hopfield_beta",
+               "learn_inv_tau", "learn_hopfield_beta", "weight_decay", "warmup")
+ACCURACY_LIKE = re.compile(r"(top\d|acc|r@\d|recall|map|precision|f1)", re.I)
+
+CSS = """
+:root { --fg:#1d2327; --muted:#5f6b73; --line:#dde3e8; --bg:#ffffff; --soft:#f5f7f9; --accent:#2c5d8f; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color:var(--fg); background:var(--bg); }
+header { background:#17324d; color:#fff; padding:22px 32px 16px; }
+header h1 { margin:0 0 4px; font-size:24px; font-weight:600; }
+header p { margin:0; color:#c8d6e3; font-size:13px; }
+nav { position:sticky; top:0; background:#fff; border-bottom:1px solid var(--line); padding:8px 32px; z-index:2; }
+nav a { color:var(--accent); text-decoration:none; margin-right:18px; font-size:14px; }
+main { max-width:1240px; margin:0 auto; padding:8px 32px 48px; }
+section { margin-top:28px; }
+h2 { font-size:20px; border-bottom:2px solid var(--line); padding-bottom:4px; margin:0 0 12px; }
+h3 { font-size:16px; margin:18px 0 8px; color:#2b3a46; }
+table { border-collapse:collapse; font-size:13px; margin:6px 0 14px; }
+th, td { border-bottom:1px solid var(--line); padding:4px 10px; text-align:right; white-space:nowrap; }
+th { background:var(--soft); font-weight:600; }
+td.l, th.l { text-align:left; }
+tbody tr:nth-child(even) td { background:#fafbfc; }
+td.best { text-decoration: underline; text-decoration-color:#9bb; }
+td.sig { font-weight:700; }
+.scroll { overflow-x:auto; }
+.figs { display:flex; flex-wrap:wrap; gap:14px; align-items:flex-start; }
+figure { margin:0; border:1px solid var(--line); border-radius:6px; padding:8px; background:#fff; max-width:100%; }
+figure img { display:block; max-width:100%; height:auto; }
+figure.half img { width:560px; }
+figcaption { font-size:12px; color:var(--muted); margin-top:4px; }
+.note { color:var(--muted); font-size:13px; }
+.empty { color:var(--muted); font-style:italic; }
+.dot { display:inline-block; width:10px; height:10px; border-radius:50%; margin-right:6px; vertical-align:middle; }
+ul.reading li { margin:4px 0; }
+details { margin:6px 0 10px; }
+summary { cursor:pointer; color:var(--accent); font-size:14px; }
+pre { background:var(--soft); padding:10px; font-size:12px; overflow-x:auto; }
+"""
+
+
+def esc(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "—"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def img_tag(png: bytes, alt: str) -> str:
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+
+
+def figure(png: bytes, caption: str, half: bool = True) -> str:
+    cls = ' class="half"' if half else ""
+    return f"<figure{cls}>{img_tag(png, caption)}<figcaption>{esc(caption)}</figcaption></figure>"
+
+
+def method_dot(method: str) -> str:
+    return f'<span class="dot" style="background:{plots.method_colour(method)}"></span>{esc(method)}'
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """``head``/``rows`` are already-escaped HTML cells (a row cell may be ``(html, css_class)``)."""
+    out = ['<div class="scroll"><table><thead><tr>']
+    out += [f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(head)]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        out.append("<tr>")
+        for i, cell in enumerate(row):
+            text, cls = cell if isinstance(cell, tuple) else (cell, "")
+            cls = " ".join(c for c in (cls, "l" if i < left else "") if c)
+            out.append(f'<td class="{cls}">{text}</td>' if cls else f"<td>{text}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- data
+
+def methods_of(runs: Sequence[Run]) -> list[str]:
+    return list(OrderedDict.fromkeys(r.method for r in runs))
+
+
+def eval_values(runs: Sequence[Run]) -> "OrderedDict[tuple[str, str, str], dict[str, list[float]]]":
+    """(evaluator, dataset, metric) -> method -> values over runs (one per run: its last eval file)."""
+    per_run: list[tuple[str, dict]] = []
+    for r in runs:
+        latest: dict[tuple[str, str, str], float] = {}
+        for ev in r.evals:
+            for metric, v in eval_metrics(ev).items():
+                latest[(str(ev["evaluator"]), str(ev["dataset"]), metric)] = v
+        per_run.append((r.method, latest))
+    keys = sorted({k for _, d in per_run for k in d})
+    methods = methods_of(runs)
+    out: OrderedDict = OrderedDict()
+    for key in keys:
+        out[key] = {m: [d[key] for meth, d in per_run if meth == m and key in d] for m in methods}
+    return out
+
+
+def metric_scale(values_by_method: dict[str, list[float]], metric: str) -> tuple[float, str]:
+    """(display factor, unit of differences): fractions in [0, 1] are shown ×100."""
+    vals = [v for vs in values_by_method.values() for v in vs]
+    frac = bool(vals) and all(0.0 <= v <= 1.0 for v in vals) and not LOWER_IS_BETTER.search(metric)
+    unit = "points" if ACCURACY_LIKE.search(metric) else ""
+    return (100.0 if frac else 1.0), unit
+
+
+def last_analysis_entries(runs: Sequence[Run]) -> list[tuple[Run, dict]]:
+    """Each run's diagnostics of its latest analysed checkpoint of its own run (or the last entry)."""
+    out = []
+    for r in runs:
+        if not r.analysis or not r.analysis.get("checkpoints"):
+            continue
+        own = [e for e in r.analysis["checkpoints"]
+               if Path(str(e.get("run_dir", ""))).name == r.path.name] or r.analysis["checkpoints"]
+        out.append((r, max(own, key=lambda e: e.get("step", 0))))
+    return out
+
+
+DIAGNOSTICS = (  # (label, getter, higher means)
+    ("matched cosine similarity", lambda e: e["similarity"]["matched_mean"], "more aligned pairs"),
+    ("top-k unmatched cosine similarity", lambda e: e["similarity"]["unmatched_mean"], "closer negatives"),
+    ("effective eigenvalues (image)", lambda e: e["image"]["effective_eigenvalues"], "a richer embedding"),
+    ("effective eigenvalues (text)", lambda e: e["text"]["effective_eigenvalues"], "a richer embedding"),
+    ("Ajne A (image)", lambda e: e["image"]["ajne"], "less uniform"),
+    ("Ajne A (text)", lambda e: e["text"]["ajne"], "less uniform"),
+    ("Wang–Isola uniformity (image)", lambda e: e["image"]["uniformity"], "less uniform"),
+    ("Wang–Isola alignment", lambda e: e["alignment"], "worse alignment"),
+    ("InfoNCE term a/(a+b)", lambda e: e["saturation"]["infonce_term"], "closer to saturation"),
+    ("InfoLOOB term a/b", lambda e: e["saturation"]["infoloob_term"], "a larger non-saturating signal"),
+)
+
+
+def diagnostic_values(runs: Sequence[Run]) -> "OrderedDict[str, dict[str, list[float]]]":
+    entries = last_analysis_entries(runs)
+    methods = methods_of([r for r, _ in entries])
+    out: OrderedDict = OrderedDict()
+    for label, get, _ in DIAGNOSTICS:
+        vals: dict[str, list[float]] = {m: [] for m in methods}
+        for r, e in entries:
+            try:
+                vals[r.method].append(float(get(e)))
+            except (KeyError, TypeError):
+                pass
+        out[label] = vals
+    return out
+
+
+# ---------------------------------------------------------------- sections
+
+def section_config(runs: Sequence[Run]) -> str:
+    keys = [k for k in CONFIG_KEYS if any(k in r.config for r in runs)]
+    extra = sorted({k for r in runs for k, v in r.config.items()
+                    if k not in CONFIG_KEYS and not isinstance(v, (dict, list))})
+    head = ["key"] + [f"{esc(r.name)}" for r in runs]
+    rows = []
+    for k in keys + ["steps trained", "final train loss"] + extra:
+        cells = [esc(k)]
+        for r in runs:
+            if k == "steps trained":
+                steps, _ = series(r.metrics, "loss", "train")
+                cells.append(fmt(steps[-1]) if steps else "—")
+            elif k == "final train loss":
+                _, vals = series(r.metrics, "loss", "train")
+                cells.append(fmt(vals[-1]) if vals else "—")
+            elif k == "method":
+                cells.append(method_dot(r.method))
+            else:
+                cells.append(esc(fmt(r.config.get(k))))
+        rows.append(cells)
+    if not any(r.config for r in runs):
+        body = '<p class="empty">No config.yaml in these runs.</p>'
+    else:
+        primary = _table(head, rows[: len(keys) + 2])
+        rest = _table(head, rows[len(keys) + 2 :]) if extra else ""
+        body = primary + (f"<details><summary>all other config keys ({len(extra)})</summary>{rest}</details>"
+                          if rest else "")
+    versions = [r for r in runs if r.versions]
+    if versions:
+        vtxt = "; ".join(f"{esc(r.name)}: " + ", ".join(f"{esc(k)} {esc(v)}" for k, v in r.versions.items()
+                                                        if not isinstance(v, (dict, list)))
+                         for r in versions)
+        body += f'<p class="note">Versions: {vtxt}</p>'
+    return body
+
+
+def section_curves(runs: Sequence[Run]) -> str:
+    data = [(f"{r.name} ({r.method})", r.method, r.metrics) for r in runs if r.metrics]
+    if not data:
+        return '<p class="empty">No metrics.jsonl in these runs: no training curves.</p>'
+    figs = []
+    for key, kind, title, ylabel in (("loss", "train", "training loss", "loss"),
+                                     ("val_loss", "eval", "validation loss", "loss"),
+                                     ("inv_tau", "train", "inverse temperature inv_tau", "inv_tau"),
+                                     ("log_a", "train", "log a (mean log alignment score)", "log a"),
+                                     ("log_b", "train", "log b (mean log uniformity penalty)", "log b")):
+        ser = []
+        for label, method, recs in data:
+            steps, values = series(recs, key, kind)
+            if steps:
+                ser.append({"label": label, "method": method, "steps": steps, "values": values})
+        if ser:
+            figs.append(figure(plots.png_bytes(plots.curve_figure(ser, title, ylabel)), title))
+    zs = sorted({k for _, _, recs in data for r in recs if r.get("kind") == "eval" for k in r
+                 if k.startswith("zeroshot/") and k.endswith("/top1")})
+    for key in zs:
+        ser = []
+        for label, method, recs in data:
+            steps, values = series(recs, key, "eval")
+            if steps:
+                ser.append({"label": label, "method": method, "steps": steps, "values": values})
+        title = f"zero-shot top-1: {key.split('/')[1]}"
+        figs.append(figure(plots.png_bytes(plots.curve_figure(ser, title, "top-1")), title))
+    skipped = sum(r.skipped_lines for r in runs)
+    note = f'<p class="note">{skipped} truncated metrics line(s) skipped.</p>' if skipped else ""
+    return f'<div class="figs">{"".join(figs)}</div>{note}'
+
+
+def section_evaluation(runs: Sequence[Run], values=None) -> str:
+    values = eval_values(runs) if values is None else values
+    if not values:
+        return '<p class="empty">No eval/*.json in these runs: nothing to tabulate.</p>'
+    methods = methods_of(runs)
+    out = [f'<p class="note">Mean ± std over runs (n in brackets). <b>Bold</b>: the best method is ahead of '
+           f"every other by Welch's t-test, p &lt; {ALPHA}; underlined: highest mean (not significant). "
+           "Metrics in [0, 1] are shown ×100.</p>"]
+    groups: OrderedDict = OrderedDict()
+    for (evaluator, dataset, metric), vbm in values.items():
+        groups.setdefault((evaluator, dataset), []).append((metric, vbm))
+    for (evaluator, dataset), items in groups.items():
+        head = ["metric"] + [method_dot(m) for m in methods] + ["p (best vs next)"]
+        rows = []
+        for metric, vbm in items:
+            scale, _ = metric_scale(vbm, metric)
+            table = welch_table(vbm, higher_is_better=not LOWER_IS_BETTER.search(metric))
+            cells: list = [esc(metric)]
+            for r in table:
+                if r["n"] == 0:
+                    cells.append("—")
+                    continue
+                txt = f"{r['mean'] * scale:.2f}"
+                txt += f" ± {r['std'] * scale:.2f}" if r["n"] >= 2 else ""
+                txt += f" ({r['n']})"
+                cls = "sig" if r["significant"] else ("best" if r["best"] and len(table) > 1 else "")
+                cells.append((txt, cls))
+            ps = [r["p_vs_best"] for r in table if not r["best"] and r["n"] > 0 and not math.isnan(r["p_vs_best"])]
+            cells.append(f"{max(ps):.3g}" if ps else "—")
+            rows.append(cells)
+        out.append(f"<h3>{esc(evaluator)} · {esc(dataset) or '—'}</h3>" + _table(head, rows))
+    return "".join(out)
+
+
+def section_diagnostics(runs: Sequence[Run]) -> str:
+    analysed = [r for r in runs if r.analysis]
+    missing = [r.name for r in runs if not r.analysis]
+    out = []
+    if not analysed:
+        return ('<p class="empty">No analysis/analysis.json in these runs. Run '
+                "<code>cloob analyze --checkpoint RUN_DIR --dataset SPEC</code> first.</p>")
+    head = ["run", "method", "step", "n", "eff. eig. img", "eff. eig. txt", "Ajne A img", "Ajne A txt",
+            "unif. img", "unif. txt", "align.", "matched cos", "top-k unm. cos", "mean log a", "mean log b",
+            "a/(a+b)", "a/b"]
+    rows, rel_rows, seen = [], [], set()
+    for r in analysed:
+        for e in r.analysis.get("checkpoints", []):
+            if e.get("checkpoint") in seen:
+                continue
+            seen.add(e.get("checkpoint"))
+            s, sat = e.get("similarity", {}), e.get("saturation", {})
+            rows.append([esc(e.get("run", r.name)), method_dot(e.get("method", r.method)), fmt(e.get("step")),
+                         fmt(e.get("n")), fmt(e["image"]["effective_eigenvalues"]),
+                         fmt(e["text"]["effective_eigenvalues"]), f"{e['image']['ajne']:.2f}",
+                         f"{e['text']['ajne']:.2f}", f"{e['image']['uniformity']:.3f}",
+                         f"{e['text']['uniformity']:.3f}", f"{e['alignment']:.3f}", f"{s.get('matched_mean', 0):.3f}",
+                         f"{s.get('unmatched_mean', 0):.3f}", f"{sat.get('mean_log_a', math.nan):.2f}",
+                         f"{sat.get('mean_log_b', math.nan):.2f}", f"{sat.get('infonce_term', math.nan):.3f}",
+                         fmt(sat.get("infoloob_term"), 3)])
+        for rc in r.analysis.get("relative_change", []):
+            pct = lambda v: "—" if v is None else f"{100 * v:+.1f} %"  # noqa: E731
+            rel_rows.append([esc(r.name), esc(rc["from"]), esc(rc["to"]), pct(rc["image_effective_eigenvalues"]),
+                             pct(rc["text_effective_eigenvalues"])])
+    ds = sorted({str(r.analysis.get("dataset", "")) for r in analysed})
+    out.append(f'<p class="note">Dataset: {esc(", ".join(ds))}. Ajne A ≈ 0.25 for uniform points, up to n/4 when '
+               "all coincide; Wang–Isola uniformity: lower is more uniform; alignment: mean ‖x−y‖² of matched pairs. "
+               "a/(a+b) is the InfoNCE term (saturates at 1), a/b the InfoLOOB term.</p>")
+    out.append(_table(head, rows, left=2))
+    if rel_rows:
+        out.append("<h3>Relative change of the effective eigenvalue count</h3>"
+                   + _table(["run", "from", "to", "image", "text"], rel_rows, left=3))
+    # cross-run comparison of the similarity distributions (from the stored histograms)
+    hist = []
+    for r, e in last_analysis_entries(runs):
+        s = e.get("similarity", {})
+        if "edges" in s:
+            hist.append({"label": r.name, "method": r.method, "edges": s["edges"], "matched": s["matched_hist"],
+                         "unmatched": s["unmatched_hist"]})
+    figs = []
+    if hist:
+        figs.append(figure(plots.png_bytes(plots.hist_counts_figure(hist)),
+                           "similarity distributions of all runs (latest analysed checkpoint)"))
+    out.append(f'<div class="figs">{"".join(figs)}</div>')
+    for r in analysed:
+        pngs = [(k, p) for k, p in r.analysis_pngs.items() if k != "training_curves"]
+        if pngs:
+            out.append(f"<h3>{esc(r.name)} ({esc(r.method)})</h3>")
+            out.append('<div class="figs">' + "".join(
+                figure(p.read_bytes(), f"{r.name}: {k.replace('_', ' ')}", half=True) for k, p in pngs) + "</div>")
+    if missing:
+        out.append(f'<p class="note">No analysis for: {esc(", ".join(missing))}.</p>')
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- reading
+
+def _n_text(table: list[dict]) -> str:
+    return ", ".join(f"n = {r['n']} {r['method']}" for r in table if r["n"] > 0)
+
+
+def compare_sentence(name: str, vbm: dict[str, list[float]], higher_is_better: bool = True, scale: float = 1.0,
+                     unit: str = "") -> tuple[str, dict]:
+    """One sentence on which method is ahead on ``name``; returns (text, facts)."""
+    table = welch_table(vbm, higher_is_better=higher_is_better)
+    present = [r for r in table if r["n"] > 0]
+    absent = [r["method"] for r in table if r["n"] == 0]
+    facts = {"leader": None, "significant": False}
+    if not present:
+        return f"{name}: no values.", facts
+    if len(present) == 1:
+        r = present[0]
+        txt = f"{name}: only {r['method']} has a value ({r['mean'] * scale:.2f}, n = {r['n']}); no comparison"
+        return txt + (f" (missing for {', '.join(absent)})." if absent else "."), facts
+    best = next(r for r in present if r["best"])
+    sign = 1 if higher_is_better else -1
+    runner = max((r for r in present if r is not best), key=lambda r: sign * r["mean"])
+    diff = abs(best["mean"] - runner["mean"]) * scale
+    u = f" {unit}" if unit else ""
+    txt = (f"{name}: {best['method']} is ahead of {runner['method']} by {diff:.2f}{u} "
+           f"({best['mean'] * scale:.2f} vs {runner['mean'] * scale:.2f}; {_n_text(table)})")
+    facts["leader"] = best["method"]
+    if best["n"] < 2 or runner["n"] < 2:
+        txt += "; with a single run in a group no significance test is possible, so the difference is anecdotal"
+    elif math.isnan(runner["p_vs_best"]):
+        txt += "; the values have no spread, so Welch's test is undefined"
+    else:
+        p = runner["p_vs_best"]
+        facts["significant"] = bool(best["significant"])
+        if best["significant"]:
+            txt += f"; significant (Welch p = {p:.3g} < {ALPHA})"
+        else:
+            txt += (f"; not significant (Welch p = {p:.3g})" if p >= ALPHA else
+                    f"; significant against {runner['method']} (p = {p:.3g}) but not against every other method")
+    if absent:
+        txt += f"; missing for {', '.join(absent)}"
+    return txt + ".", facts
+
+
+def reading(runs: Sequence[Run]) -> list[str]:
+    """The generated sentences of the Reading section (plain text)."""
+    methods = methods_of(runs)
+    counts = {m: sum(r.method == m for r in runs) for m in methods}
+    out = [f"{len(runs)} run(s): " + ", ".join(f"{m} (n = {c})" for m, c in counts.items()) + "."]
+    if len(methods) < 2:
+        out.append(f"Only one method ({methods[0]}) is present, so nothing is compared between methods; "
+                   "the numbers below describe it alone.")
+    values = eval_values(runs)
+    if not values:
+        out.append("No evaluation results (eval/*.json) were found; run the evaluators to compare methods.")
+    leads: dict[str, list[bool]] = {}
+    for (evaluator, dataset, metric), vbm in values.items():
+        scale, unit = metric_scale(vbm, metric)
+        name = f"{evaluator} {metric}" + (f" on {dataset}" if dataset else "")
+        txt, facts = compare_sentence(name, vbm, not LOWER_IS_BETTER.search(metric), scale, unit)
+        out.append(txt[0].upper() + txt[1:])
+        if facts["leader"]:
+            leads.setdefault(facts["leader"], []).append(facts["significant"])
+    if len(methods) > 1 and leads:
+        total = sum(len(v) for v in leads.values())
+        parts = [f"{m} leads on {len(v)} of {total} compared metrics ({sum(v)} significantly)"
+                 for m, v in sorted(leads.items(), key=lambda kv: -len(kv[1]))]
+        out.append("Overall: " + "; ".join(parts) + ".")
+    # training
+    final = {m: [] for m in methods}
+    for r in runs:
+        _, vals = series(r.metrics, "loss", "train")
+        if vals:
+            final[r.method].append(vals[-1])
+    if any(final.values()):
+        out.append("Final training loss: " + ", ".join(
+            f"{m} {sum(v) / len(v):.3f} (n = {len(v)})" for m, v in final.items() if v)
+            + ". Losses of different objectives are not on the same scale; compare them within a method.")
+    # diagnostics
+    diag = diagnostic_values(runs)
+    if not diag or not any(v for vbm in diag.values() for v in vbm.values()):
+        out.append("No embedding diagnostics (analysis/analysis.json) were found; "
+                   "run `cloob analyze` on each run to add them.")
+    elif len([m for m in methods_of(runs) if any(diag[next(iter(diag))].get(m, []))]) > 1:
+        for (label, _, meaning) in DIAGNOSTICS:
+            txt, facts = compare_sentence(label, diag[label])
+            if facts["leader"]:
+                txt = txt.replace(" is ahead of ", " is higher than ", 1)
+                out.append(f"Diagnostics, {txt[:-1]} (higher = {meaning}).")
+    else:
+        e = last_analysis_entries(runs)[0][1]
+        out.append(f"Diagnostics ({e['method']}, step {e['step']}): matched cosine similarity "
+                   f"{e['similarity']['matched_mean']:.3f} vs {e['similarity']['unmatched_mean']:.3f} for the "
+                   f"top-{e['similarity']['k']} unmatched; {e['image']['effective_eigenvalues']} effective "
+                   f"eigenvalues (image), Ajne A {e['image']['ajne']:.2f}.")
+    return out
+
+
+# ---------------------------------------------------------------- page
+
+def build_report(runs: Sequence[Run], title: str | None = None) -> str:
+    """The HTML page (a string) for ``runs``."""
+    if not runs:
+        raise ValueError("no runs to report")
+    methods = methods_of(runs)
+    title = title or ("cloob report: " + (runs[0].name if len(runs) == 1 else " vs ".join(methods)))
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    sections = [
+        ("config", "Config", section_config(runs)),
+        ("curves", "Training curves", section_curves(runs)),
+        ("evaluation", "Evaluation", section_evaluation(runs)),
+        ("diagnostics", "Diagnostics", section_diagnostics(runs)),
+        ("reading", "Reading", '<ul class="reading">' + "".join(f"<li>{esc(s)}</li>" for s in reading(runs))
+         + "</ul>"),
+    ]
+    nav = "".join(f'<a href="#{sid}">{name}</a>' for sid, name, _ in sections)
+    body = "".join(f'<section id="{sid}"><h2>{name}</h2>{content}</section>' for sid, name, content in sections)
+    sub = f"{len(runs)} run(s) · methods: {', '.join(methods)} · generated {now} by cloob"
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+            f"<header><h1>{esc(title)}</h1><p>{esc(sub)}</p></header><nav>{nav}</nav>"
+            f"<main>{body}</main></body></html>\n")
+
+
+def write_report(run_dirs: Sequence[str | Path], out: str | Path = "report.html", title: str | None = None) -> Path:
+    """Read ``run_dirs`` and write the report to ``out`` (atomically). Returns the path."""
+    runs = []
+    for d in run_dirs:
+        if not Path(d).exists():
+            raise RunError(f"run directory {d} does not exist")
+        runs.append(read_run(d))
+    names = [r.name for r in runs]
+    for r in runs:  # disambiguate equal directory names (e.g. a/run and b/run)
+        if names.count(r.name) > 1:
+            r.name = f"{r.path.parent.name}/{r.name}"
+    page = build_report(runs, title)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
