@@ -118,7 +118,7 @@ def finetune(model, train_dataset, test_dataset, n_classes: int, *, head: str = 
         model.eval()
         with torch.no_grad():
             dim = int(model.encode_image(train_dataset_sample(train_dataset).unsqueeze(0).to(device)).shape[-1])
-    inv_tau = float(model.inv_tau) if hasattr(model, "inv_tau") else 1 / 0.07
+    inv_tau = float(model.inv_tau.detach()) if hasattr(model, "inv_tau") else 1 / 0.07
     head_mod = make_head(head, dim, n_classes, text_embeddings, inv_tau).to(device)
     bb_params = backbone_parameters(model, unfreeze)
     groups = [{"params": list(head_mod.parameters()), "lr": lr}]
@@ -161,7 +161,7 @@ def finetune(model, train_dataset, test_dataset, n_classes: int, *, head: str = 
     out.update({"train_loss": float(np.mean(losses)) if losses else float("nan"), "steps": steps,
                 "train_seconds": train_seconds})
     if isinstance(head_mod, CosineHead):
-        out["inv_tau"] = float(head_mod.logit_scale.exp())
+        out["inv_tau"] = float(head_mod.logit_scale.detach().exp())
     return out, head_mod
 
 

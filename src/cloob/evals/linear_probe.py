@@ -16,17 +16,16 @@ C_GRID = tuple(float(c) for c in np.logspace(-2, 4, 7))
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(keep, held_out) positions: ``fraction`` of each class held out (at least one where a class has ≥ 2)."""
+    """(keep, held_out) positions: ``fraction`` of each class held out, stochastically rounded (a class
+    with ≥ 2 items keeps at least one on each side; a singleton goes out with probability ``fraction``)."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     keep, held = [], []
     for c in np.unique(labels):
         pos = rng.permutation(np.flatnonzero(labels == c))
-        n_held = int(round(fraction * len(pos)))
+        n_held = int(np.floor(fraction * len(pos) + rng.random()))  # stochastic rounding: singletons too
         if len(pos) >= 2:
             n_held = min(max(n_held, 1), len(pos) - 1)
-        else:
-            n_held = 0
         held.append(pos[:n_held])
         keep.append(pos[n_held:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
