@@ -60,8 +60,6 @@ class Context:
     """A loaded checkpoint with its tokenizer, eval transform, output and cache directories."""
 
     def __init__(self, args):
-        import torch
-
         from cloob.data import image_transform
         from cloob.evals.features import default_device
         from cloob.models import get_tokenizer
@@ -70,7 +68,6 @@ class Context:
         self.args = args
         self.t0 = time.perf_counter()
         device = args.device or default_device()
-        torch.set_grad_enabled(True)
         self.model, self.meta = load_model(args.checkpoint, device=device)
         self.ckpt = Path(self.meta["checkpoint"])
         self.tokenizer = get_tokenizer(self.model.model_name)
@@ -280,7 +277,6 @@ def cmd_confusions(args) -> int:
 
 @_guard
 def cmd_finetune(args) -> int:
-    import torch
     from safetensors.torch import save_file
     from torch.utils.data import Subset
 
@@ -330,7 +326,6 @@ def cmd_finetune(args) -> int:
     if args.head == "cosine":
         details["template_weights"] = head.template_weights.detach().cpu().tolist()
     ctx.write(f"finetune-{args.head}-{args.unfreeze}", args.dataset, metrics, details, files=files)
-    del torch
     return 0
 
 
