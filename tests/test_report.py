@@ -51,9 +51,10 @@ def write_run(run: Path, method: str, seed: int, acc: float, steps: int = 40, ck
     lines = []
     for s in range(1, steps + 1):
         lines.append({"kind": "train", "step": s, "epoch": s / 20, "time": s * 0.5,
-                      "loss": 4.0 * math.exp(-s / 15) + 0.1 * rng.random(), "inv_tau": 14.3 + s * 0.1,
+                      "loss": (4.0 if method == "clip" else 3.0) * math.exp(-s / 15) + 0.1 * rng.random(),
+                      "inv_tau": 14.3 + s * 0.1 if method == "clip" else 30.0,
                       "beta": cfg["hopfield_beta"], "lr": 1e-3, "pairs_per_s": 100.0,
-                      "log_a": 2 + s / 10, "log_b": 5 - s / 20, "skipped_steps": 0})
+                      "log_a": 2 + s / (10 if method == "clip" else 7), "log_b": 5 - s / 20 + 0.2 * rng.random(), "skipped_steps": 0})
         if s % 10 == 0:
             lines.append({"kind": "eval", "step": s, "epoch": s / 20, "val_loss": 3.0 - s / 40,
                           "zeroshot/scenes-scene/top1": acc * s / steps})
@@ -66,8 +67,11 @@ def write_run(run: Path, method: str, seed: int, acc: float, steps: int = 40, ck
     (run / "eval" / "retrieval.json").write_text(json.dumps(
         {"evaluator": "retrieval", "dataset": "scenes-retrieval:/data/scenes", "i2t_R@1": 20 + 100 * acc / 5 + rng.random(),
          "t2i_R@1": 18.0 + rng.random()}))
-    if ckpt_src is not None:
+    if ckpt_src is not None:  # the same random weights, relabelled with this run's method
         shutil.copytree(ckpt_src, run / "checkpoints")
+        for meta in (run / "checkpoints").glob("step-*/meta.json"):
+            m = json.loads(meta.read_text())
+            meta.write_text(json.dumps({**m, "method": method, "config": cfg}))
     return run
 
 
@@ -130,7 +134,7 @@ def test_analyze_writes_json_with_every_diagnostic_and_valid_pngs(runs):
         sat = e["saturation"]
         assert 0 < sat["infonce_term"] < 1 and sat["infoloob_term"] > 0
         assert set(sat) == {"mean_log_a", "mean_log_b", "infonce_term", "infoloob_term"}
-        assert e["method"] == "clip" and len(e["spectrum"]["image"]) == 128
+        assert e["method"] == "clip" and e["label"].startswith("clip step") and len(e["spectrum"]["image"]) == 128
     rc = result["relative_change"][0]
     a, b = (e["image"]["effective_eigenvalues"] for e in result["checkpoints"])
     assert rc["image_effective_eigenvalues"] == pytest.approx((b - a) / a)

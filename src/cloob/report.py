@@ -53,7 +53,6 @@ td.sig { font-weight:700; }
 .figs { display:flex; flex-wrap:wrap; gap:14px; align-items:flex-start; }
 figure { margin:0; border:1px solid var(--line); border-radius:6px; padding:8px; background:#fff; max-width:100%; }
 figure img { display:block; max-width:100%; height:auto; }
-figure.half img { width:560px; }
 figcaption { font-size:12px; color:var(--muted); margin-top:4px; }
 .note { color:var(--muted); font-size:13px; }
 .empty { color:var(--muted); font-style:italic; }
@@ -295,24 +294,25 @@ def section_diagnostics(runs: Sequence[Run]) -> str:
     if not analysed:
         return ('<p class="empty">No analysis/analysis.json in these runs. Run '
                 "<code>cloob analyze --checkpoint RUN_DIR --dataset SPEC</code> first.</p>")
-    head = ["run", "method", "step", "n", "eff. eig. img", "eff. eig. txt", "Ajne A img", "Ajne A txt",
-            "unif. img", "unif. txt", "align.", "matched cos", "top-k unm. cos", "mean log a", "mean log b",
-            "a/(a+b)", "a/b"]
-    rows, rel_rows, seen = [], [], set()
+    head1 = ["run", "method", "step", "n", "eff. eig. image", "eff. eig. text", "Ajne A image", "Ajne A text",
+             "W&amp;I uniformity image", "W&amp;I uniformity text", "W&amp;I alignment"]
+    head2 = ["run", "method", "step", "matched cos", "top-k unmatched cos", "k", "mean log a", "mean log b",
+             "InfoNCE a/(a+b)", "InfoLOOB a/b"]
+    rows1, rows2, rel_rows, seen = [], [], [], set()
     for r in analysed:
         for e in r.analysis.get("checkpoints", []):
             if e.get("checkpoint") in seen:
                 continue
             seen.add(e.get("checkpoint"))
             s, sat = e.get("similarity", {}), e.get("saturation", {})
-            rows.append([esc(e.get("run", r.name)), method_dot(e.get("method", r.method)), fmt(e.get("step")),
-                         fmt(e.get("n")), fmt(e["image"]["effective_eigenvalues"]),
-                         fmt(e["text"]["effective_eigenvalues"]), f"{e['image']['ajne']:.2f}",
-                         f"{e['text']['ajne']:.2f}", f"{e['image']['uniformity']:.3f}",
-                         f"{e['text']['uniformity']:.3f}", f"{e['alignment']:.3f}", f"{s.get('matched_mean', 0):.3f}",
-                         f"{s.get('unmatched_mean', 0):.3f}", f"{sat.get('mean_log_a', math.nan):.2f}",
-                         f"{sat.get('mean_log_b', math.nan):.2f}", f"{sat.get('infonce_term', math.nan):.3f}",
-                         fmt(sat.get("infoloob_term"), 3)])
+            first = [esc(e.get("run", r.name)), method_dot(e.get("method", r.method)), fmt(e.get("step"))]
+            rows1.append(first + [fmt(e.get("n")), fmt(e["image"]["effective_eigenvalues"]),
+                                  fmt(e["text"]["effective_eigenvalues"]), fmt(e["image"]["ajne"], 3),
+                                  fmt(e["text"]["ajne"], 3), fmt(e["image"]["uniformity"], 3),
+                                  fmt(e["text"]["uniformity"], 3), fmt(e["alignment"], 3)])
+            rows2.append(first + [fmt(s.get("matched_mean"), 3), fmt(s.get("unmatched_mean"), 3), fmt(s.get("k")),
+                                  fmt(sat.get("mean_log_a"), 3), fmt(sat.get("mean_log_b"), 3),
+                                  fmt(sat.get("infonce_term"), 3), fmt(sat.get("infoloob_term"), 3)])
         for rc in r.analysis.get("relative_change", []):
             pct = lambda v: "—" if v is None else f"{100 * v:+.1f} %"  # noqa: E731
             rel_rows.append([esc(r.name), esc(rc["from"]), esc(rc["to"]), pct(rc["image_effective_eigenvalues"]),
@@ -321,7 +321,8 @@ def section_diagnostics(runs: Sequence[Run]) -> str:
     out.append(f'<p class="note">Dataset: {esc(", ".join(ds))}. Ajne A ≈ 0.25 for uniform points, up to n/4 when '
                "all coincide; Wang–Isola uniformity: lower is more uniform; alignment: mean ‖x−y‖² of matched pairs. "
                "a/(a+b) is the InfoNCE term (saturates at 1), a/b the InfoLOOB term.</p>")
-    out.append(_table(head, rows, left=2))
+    out.append("<h3>Spectrum and uniformity</h3>" + _table(head1, rows1, left=2))
+    out.append("<h3>Similarities and saturation (image anchors)</h3>" + _table(head2, rows2, left=2))
     if rel_rows:
         out.append("<h3>Relative change of the effective eigenvalue count</h3>"
                    + _table(["run", "from", "to", "image", "text"], rel_rows, left=3))

@@ -98,6 +98,8 @@ def spectrum_figure(entries: Sequence[dict]) -> Figure:
         for ax, side in zip(axes, ("image", "text")):
             ev = np.asarray(e[side], dtype=float)
             ev = ev / max(ev.sum(), 1e-300)
+            nonzero = np.flatnonzero(ev > 1e-10 * max(ev.max(initial=0), 1e-300))
+            ev = ev[: nonzero[-1] + 1] if len(nonzero) else ev[:1]  # rank ≤ n − 1: drop the numerical zeros
             ax.semilogy(np.arange(1, len(ev) + 1), np.clip(ev, 1e-12, None), styles[i % 4], color=c, lw=1.4,
                         label=f"{e['label']} (k={e[side + '_k']})")
             ax.axvline(e[side + "_k"], color=c, ls=":", lw=0.8)
@@ -112,13 +114,17 @@ def spectrum_figure(entries: Sequence[dict]) -> Figure:
 def bar_figure(values: dict[str, float], title: str, ylabel: str, colours: Sequence[str] | None = None,
                percent: bool = False) -> Figure:
     """A labelled bar chart of ``{name: value}`` (e.g. relative change of effective eigenvalues)."""
-    fig, axes = _figure(max(4.0, 1.2 * len(values) + 2), 3.2)
+    fig, axes = _figure(max(5.6, 1.0 * len(values) + 2), 3.3)
     ax = axes[0]
     names = list(values)
     vals = np.array([values[k] for k in names], dtype=float) * (100 if percent else 1)
     bars = ax.bar(names, vals, color=colours or "#4c72b0")
     ax.bar_label(bars, fmt="%+.1f%%" if percent else "%.3g", fontsize=8)
     ax.axhline(0, color="black", lw=0.6)
+    finite = vals[np.isfinite(vals)]
+    lo, hi = min(finite.min(initial=0), 0), max(finite.max(initial=0), 0)
+    pad = 0.15 * ((hi - lo) or 1.0)
+    ax.set_ylim(lo - pad, hi + pad)
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", labelsize=8)
