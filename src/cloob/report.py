@@ -53,6 +53,7 @@ td.sig { font-weight:700; }
 .figs { display:flex; flex-wrap:wrap; gap:14px; align-items:flex-start; }
 figure { margin:0; border:1px solid var(--line); border-radius:6px; padding:8px; background:#fff; max-width:100%; }
 figure img { display:block; max-width:100%; height:auto; }
+figure.small img { max-width:590px; }
 figcaption { font-size:12px; color:var(--muted); margin-top:4px; }
 .note { color:var(--muted); font-size:13px; }
 .empty { color:var(--muted); font-style:italic; }
@@ -86,8 +87,9 @@ def img_tag(png: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def figure(png: bytes, caption: str, half: bool = True) -> str:
-    cls = ' class="half"' if half else ""
+def figure(png: bytes, caption: str, small: bool = False) -> str:
+    """A captioned embedded PNG; ``small`` caps its width so that two fit side by side."""
+    cls = ' class="small"' if small else ""
     return f"<figure{cls}>{img_tag(png, caption)}<figcaption>{esc(caption)}</figcaption></figure>"
 
 
@@ -343,7 +345,7 @@ def section_diagnostics(runs: Sequence[Run]) -> str:
         if pngs:
             out.append(f"<h3>{esc(r.name)} ({esc(r.method)})</h3>")
             out.append('<div class="figs">' + "".join(
-                figure(p.read_bytes(), f"{r.name}: {k.replace('_', ' ')}", half=True) for k, p in pngs) + "</div>")
+                figure(p.read_bytes(), f"{r.name}: {k.replace('_', ' ')}", small=True) for k, p in pngs) + "</div>")
     if missing:
         out.append(f'<p class="note">No analysis for: {esc(", ".join(missing))}.</p>')
     return "".join(out)
@@ -371,10 +373,15 @@ def compare_sentence(name: str, vbm: dict[str, list[float]], higher_is_better: b
     best = next(r for r in present if r["best"])
     sign = 1 if higher_is_better else -1
     runner = max((r for r in present if r is not best), key=lambda r: sign * r["mean"])
+    num = (lambda v: f"{v:.2f}") if (scale != 1.0 or unit) else (lambda v: f"{v:.4g}")
     diff = abs(best["mean"] - runner["mean"]) * scale
     u = f" {unit}" if unit else ""
-    txt = (f"{name}: {best['method']} is ahead of {runner['method']} by {diff:.2f}{u} "
-           f"({best['mean'] * scale:.2f} vs {runner['mean'] * scale:.2f}; {_n_text(table)})")
+    if diff <= 1e-12 * max(1.0, abs(best["mean"] * scale)):
+        tied = [r["method"] for r in present if abs(r["mean"] - best["mean"]) * scale <= 1e-12 * max(1.0, diff)]
+        txt = f"{name}: {' and '.join(tied)} are tied at {num(best['mean'] * scale)} ({_n_text(table)})"
+        return txt + (f"; missing for {', '.join(absent)}." if absent else "."), facts
+    txt = (f"{name}: {best['method']} is ahead of {runner['method']} by {num(diff)}{u} "
+           f"({num(best['mean'] * scale)} vs {num(runner['mean'] * scale)}; {_n_text(table)})")
     facts["leader"] = best["method"]
     if best["n"] < 2 or runner["n"] < 2:
         txt += "; with a single run in a group no significance test is possible, so the difference is anecdotal"
@@ -438,6 +445,8 @@ def reading(runs: Sequence[Run]) -> list[str]:
             if facts["leader"]:
                 txt = txt.replace(" is ahead of ", " is higher than ", 1)
                 out.append(f"Diagnostics, {txt[:-1]} (higher = {meaning}).")
+            elif " tied at " in txt:
+                out.append(f"Diagnostics, {txt}")
     else:
         e = last_analysis_entries(runs)[0][1]
         out.append(f"Diagnostics ({e['method']}, step {e['step']}): matched cosine similarity "
