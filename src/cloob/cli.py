@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
     # Each area registers its own sub-commands (one line each).
     from cloob.data.commands import add_commands as _add_data; _add_data(sub)  # noqa: E702
+    from cloob.train.commands import add_commands as _add_train; _add_train(sub)  # noqa: E702
     from cloob.evals.commands import add_commands as _add_evals; _add_evals(sub)  # noqa: E702
     from cloob.analysis.commands import add_commands as _add_analysis; _add_analysis(sub)  # noqa: E702
     return parser

@@ -56,6 +56,16 @@ def gather_features(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def scale_gradient(value, factor: float):
+    """``value`` unchanged in the forward pass, its gradient multiplied by ``factor``.
+
+    Python floats and tensors without grad are returned unchanged.
+    """
+    if factor == 1 or not isinstance(value, torch.Tensor) or not value.requires_grad:
+        return value
+    return value * factor + (value - value * factor).detach()
+
+
 def share_gradient(value):
     """Same value, gradient divided by the world size.
 
@@ -63,9 +73,7 @@ def share_gradient(value):
     them (inv_tau, beta) receives the full gradient on each process, while an
     embedding's gradient is only present on its own process. Scaling the shared
     scalars by 1/world makes *summing* gradients over processes exact for both.
-    Python floats and tensors without grad are returned unchanged.
     """
-    if not is_distributed() or not isinstance(value, torch.Tensor) or not value.requires_grad:
+    if not is_distributed():
         return value
-    world = dist.get_world_size()
-    return value / world + (value - value / world).detach()
+    return scale_gradient(value, 1.0 / dist.get_world_size())

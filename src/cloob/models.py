@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cloob.hopfield import HopfieldMemory
+from cloob.weights import load_state_dict_file
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 SMALL_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
@@ -123,8 +124,8 @@ def create_model(
     Args:
         model_name: any name of :func:`list_models` (e.g. "cloob-rn-tiny", "RN50", "ViT-B-32").
         pretrained: None (random init) or a local checkpoint file in open_clip's
-            format (state dict, .pt/.bin/.safetensors). Names of hub weights
-            are refused: nothing is downloaded.
+            format (state dict, .pt/.bin/.safetensors), loaded safely (see
+            :mod:`cloob.weights`). Names of hub weights are refused: nothing is downloaded.
         inv_tau, learn_inv_tau: initial 1/tau and whether it is learned.
         hopfield_beta, learn_hopfield_beta: β of the Hopfield memory (None = no memory).
     Returns:
@@ -140,7 +141,7 @@ def create_model(
         model_name, pretrained=None, device=device, precision=precision, **model_kwargs
     )
     if pretrained is not None:
-        open_clip.load_checkpoint(clip, pretrained)
+        clip.load_state_dict(load_state_dict_file(pretrained))
     model = ContrastiveModel(clip, model_name, inv_tau, learn_inv_tau, hopfield_beta, learn_hopfield_beta)
     return model.to(device), train_tf, eval_tf
 

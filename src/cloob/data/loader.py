@@ -88,7 +88,11 @@ class PairLoader:
         return len(self.batches)
 
     def _loader(self) -> DataLoader:
-        common = dict(num_workers=self.num_workers, collate_fn=collate,
+        # A private generator (seeded by seed and epoch) draws the workers' base seed, so creating
+        # an iterator neither consumes nor depends on the global RNG (exact resume).
+        gen = torch.Generator()
+        gen.manual_seed(int(self.seed) * 1_000_003 + int(self.epoch))
+        common = dict(num_workers=self.num_workers, collate_fn=collate, generator=gen,
                       persistent_workers=False, pin_memory=False)
         if self.iterable:
             self.dataset.configure(rank=self.rank, world_size=self.world_size, seed=self.seed,

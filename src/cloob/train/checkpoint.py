@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from cloob.weights import CheckpointError, load_state_dict_file, safe_torch_load
 
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be (safely) loaded."""
 
 
 def _fsync_file(path: Path) -> None:
@@ -115,34 +112,10 @@ def load_train_state(path: str | Path) -> dict:
     return safe_torch_load(Path(path) / "state.pt")
 
 
-def safe_torch_load(path: str | Path):
-    """``torch.load(path, weights_only=True)`` with a clear error for untrusted pickles."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"refusing to load {path}: it is a pickle that needs arbitrary code to load "
-            f"({str(e).splitlines()[0][:200]}). cloob loads only safetensors or weights-only "
-            "torch files; re-save the weights as a plain state dict or safetensors."
-        ) from None
-
-
 def load_model_state(path: str | Path) -> dict[str, torch.Tensor]:
     """open_clip state dict from a checkpoint directory, a .safetensors file or a weights-only .pt file."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint weights at {path}")
-    if path.suffix == ".safetensors":
-        return load_file(path)
-    state = safe_torch_load(path)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
-    # checkpoints saved from DistributedDataParallel carry a 'module.' prefix
-    return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    return load_state_dict_file(path / "model.safetensors" if path.is_dir() else path)
 
 
 def read_meta(path: str | Path) -> dict:

@@ -1,0 +1,41 @@
+"""`cloob train`: parse the config and flags, run, report."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cloob.train.config import ConfigError, add_arguments, build_config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cloob.data import DataError
+    from cloob.train.checkpoint import CheckpointError
+    from cloob.train.loop import TrainingDiverged, train
+
+    try:
+        cfg = build_config(args.config, args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        summary = train(cfg)
+    except (DataError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    from cloob.distributed import get_rank
+
+    if not summary["interrupted"] and get_rank() == 0:
+        m = "".join(f", {k} {v:.4f}" for k, v in summary["metrics"].items())
+        print(f"done: {summary['step']} steps in {summary['seconds']:.1f} s{m}; run dir {summary['run_dir']}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train CLIP, CLOOB or an ablation cell (also under torchrun)",
+                       description="Train from a YAML config; every config key is also a flag.")
+    p.add_argument("--config", help="YAML file of config keys (see configs/)")
+    add_arguments(p)
+    p.set_defaults(func=cmd_train)

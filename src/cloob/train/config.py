@@ -1,0 +1,222 @@
+"""Training configuration: one dataclass, loaded from YAML, overridden from the command line.
+
+Every field is a YAML key and a flag of the same name (``batch_size`` <->
+``--batch-size``; booleans also have ``--no-…``). Unknown keys and wrong types
+are refused with a message naming the key, the file and what was expected.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cloob.losses import METHODS
+
+SCHEDULES = ("cosine", "cosine-restarts", "constant")
+PRECISIONS = ("fp32", "bf16")
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration."""
+
+
+@dataclass
+class TrainConfig:
+    # where
+    name: str = "run"  # run directory name under output_dir
+    output_dir: str = "runs"
+    run_dir: typing.Optional[str] = None  # explicit run directory (overrides output_dir/name)
+    # model
+    model: str = "cloob-rn-tiny"
+    pretrained: typing.Optional[str] = None  # local open_clip checkpoint file
+    lock_image: bool = False
+    lock_text: bool = False
+    # objective
+    method: str = "clip"  # clip | cloob | infoloob | infonce-hopfield
+    inv_tau: typing.Optional[float] = None  # default: 1/0.07 for clip, 30 otherwise
+    learn_inv_tau: typing.Optional[bool] = None  # default: learned for clip, fixed otherwise
+    hopfield_beta: typing.Optional[float] = None  # default 14.3 for Hopfield methods
+    learn_hopfield_beta: bool = False
+    # data
+    train_data: str = ""
+    val_data: typing.Optional[str] = None
+    val_fraction: float = 0.0  # held-out fraction of a map-style train set for the validation loss
+    csv_img_key: str = "filepath"
+    csv_caption_key: str = "title"
+    csv_separator: typing.Optional[str] = None
+    steps_per_epoch: typing.Optional[int] = None  # needed for streaming (webdataset) data
+    workers: int = 0
+    resize: str = "bicubic"
+    augment: bool = False
+    strict: bool = False
+    # optimisation
+    batch_size: int = 256  # per process
+    accum_steps: int = 1
+    epochs: int = 1
+    max_steps: typing.Optional[int] = None
+    lr: float = 5e-4
+    weight_decay: float = 0.2
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    restart_steps: typing.Optional[int] = None  # cycle length of cosine-restarts
+    min_lr: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    precision: str = "fp32"
+    seed: int = 0
+    threads: typing.Optional[int] = None
+    device: str = "auto"  # auto | cpu | cuda
+    # observation and reliability
+    log_every: int = 10
+    eval_every: int = 0  # steps; 0 = at the end of each epoch
+    save_every: int = 0  # steps; 0 = at the end of each epoch
+    keep_last: int = 3
+    resume: typing.Optional[str] = None  # auto | checkpoint dir
+    max_skips: int = 5  # consecutive non-finite steps before stopping
+    zeroshot: typing.List[str] = field(default_factory=list)  # labelled eval specs for zero-shot during training
+    progress: bool = True
+
+    # ---- derived defaults -------------------------------------------------
+    def resolved(self) -> "TrainConfig":
+        """Fill method-dependent defaults and validate values; returns a new config."""
+        cfg = dataclasses.replace(self)
+        if cfg.method not in METHODS:
+            raise ConfigError(f"method must be one of {sorted(METHODS)}, got {cfg.method!r}")
+        hopfield = METHODS[cfg.method][1]
+        if cfg.inv_tau is None:
+            cfg.inv_tau = 1 / 0.07 if cfg.method == "clip" else 30.0
+        if cfg.learn_inv_tau is None:
+            cfg.learn_inv_tau = cfg.method == "clip"
+        if hopfield and cfg.hopfield_beta is None:
+            cfg.hopfield_beta = 14.3
+        if not hopfield:
+            cfg.hopfield_beta = None
+        if not cfg.train_data:
+            raise ConfigError("train_data is required (a .csv/.tsv file, wds:<shards>, scenes:<DIR>, cifar10-captions:)")
+        checks = [
+            (cfg.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}"),
+            (cfg.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {cfg.precision!r}"),
+            (cfg.resize in ("bicubic", "bilinear"), f"resize must be bicubic or bilinear, got {cfg.resize!r}"),
+            (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}"),
+            (cfg.batch_size >= 1, "batch_size must be >= 1"),
+            (cfg.accum_steps >= 1, "accum_steps must be >= 1"),
+            (cfg.epochs >= 1, "epochs must be >= 1"),
+            (cfg.max_steps is None or cfg.max_steps >= 1, "max_steps must be >= 1"),
+            (0 < cfg.inv_tau <= 100, f"inv_tau must be in (0, 100], got {cfg.inv_tau}"),
+            (cfg.hopfield_beta is None or cfg.hopfield_beta > 0, "hopfield_beta must be > 0"),
+            (0 <= cfg.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (cfg.lr > 0, "lr must be > 0"),
+            (cfg.keep_last >= 1, "keep_last must be >= 1"),
+            (cfg.max_skips >= 1, "max_skips must be >= 1"),
+            (cfg.schedule != "cosine-restarts" or (cfg.restart_steps or 0) >= 1,
+             "schedule cosine-restarts needs restart_steps >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        return cfg
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def hopfield(self) -> bool:
+        return METHODS[self.method][1]
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _base_type(name: str):
+    hint = _HINTS[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union:
+        return args[0], True
+    return hint, False
+
+
+def _check_value(name: str, value, where: str):
+    base, optional = _base_type(name)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: {name} must not be null")
+    if typing.get_origin(base) in (list, typing.List):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {name} must be a list of strings, got {value!r}")
+        return value
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: {name} must be true or false, got {value!r}")
+    if base is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: {name} must be an integer, got {value!r}")
+    if base in (str, float) and not isinstance(value, base):
+        raise ConfigError(f"{where}: {name} must be a {base.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(values: dict, where: str = "config") -> TrainConfig:
+    """Build a config from a mapping, refusing unknown keys and wrong types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(values).__name__}")
+    kwargs = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in FIELDS:
+            close = difflib.get_close_matches(name, FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+        kwargs[name] = _check_value(name, value, where)
+    return TrainConfig(**kwargs)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return data or {}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per config key; all default to None (= not given)."""
+    group = parser.add_argument_group("config keys (override the YAML file)")
+    for name in FIELDS:
+        flag = "--" + name.replace("_", "-")
+        base, _ = _base_type(name)
+        if base is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+        elif typing.get_origin(base) in (list, typing.List):
+            group.add_argument(flag, dest=name, action="append", default=None, metavar="SPEC")
+        else:
+            group.add_argument(flag, dest=name, type=base, default=None)
+
+
+def build_config(config_file: str | None, args: argparse.Namespace | dict | None = None) -> TrainConfig:
+    """YAML file (optional) + command-line overrides -> a resolved, validated config."""
+    values = load_yaml(config_file) if config_file else {}
+    where = str(config_file) if config_file else "config"
+    cfg = from_dict(values, where)
+    overrides = vars(args) if isinstance(args, argparse.Namespace) else dict(args or {})
+    changes = {k: v for k, v in overrides.items() if k in FIELDS and v is not None}
+    if changes:
+        cfg = dataclasses.replace(cfg, **{k: _check_value(k, v, "command line") for k, v in changes.items()})
+    return cfg.resolved()
+
+
+def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

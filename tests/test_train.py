@@ -1,0 +1,318 @@
+"""cloob train: config validation, schedule, distributed equivalence, kill-and-resume,
+non-finite steps, signals and untrusted checkpoints. Tiny model, tiny data."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cloob.data.scenes import generate_scenes
+from cloob.train import checkpoint as ckpt
+from cloob.train.config import ConfigError, build_config
+from cloob.train.schedule import lr_at
+from cloob.weights import CheckpointError
+
+MODEL = "cloob-vit-tiny"  # LayerNorm only: no batch statistics, so process count cannot change the forward pass
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scenes") / "cache"
+    generate_scenes(out, n=192, size=32, n_eval=24, workers=1)
+    return out
+
+
+def base_args(scenes, run_dir, **over):
+    args = {
+        "train_data": f"scenes:{scenes}", "model": MODEL, "batch_size": 16, "max_steps": 6, "lr": 1e-3,
+        "warmup_steps": 2, "log_every": 1, "run_dir": str(run_dir), "progress": False, "seed": 3,
+        "threads": 1,
+    }
+    args.update(over)
+    return args
+
+
+def cli(args: dict, *extra, env=None, launcher=None):
+    cmd = list(launcher or [sys.executable, "-m", "cloob.cli"]) + ["train"]
+    for k, v in args.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            cmd.append(flag if v else "--no-" + k.replace("_", "-"))
+        else:
+            cmd += [flag, str(v)]
+    return cmd + list(extra)
+
+
+def run_cli(args, *extra, timeout=300, launcher=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(cli(args, *extra, launcher=launcher), capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def final_weights(run_dir):
+    latest = ckpt.latest_checkpoint(Path(run_dir) / "checkpoints")
+    return latest, load_file(latest / "model.safetensors")
+
+
+# ------------------------------------------------------------------ config ----
+def test_unknown_config_key_is_refused_with_a_suggestion(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("train_data: scenes:x\nbatch_sise: 32\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'batch_sise' \(did you mean 'batch_size'\?\)"):
+        build_config(str(cfg))
+    out = subprocess.run([sys.executable, "-m", "cloob.cli", "train", "--config", str(cfg)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2
+    assert "bad.yaml: unknown key 'batch_sise'" in out.stderr
+
+
+def test_wrong_types_and_values_are_refused(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train_data: scenes:x\nbatch_size: '32'\n")
+    with pytest.raises(ConfigError, match="batch_size must be an integer"):
+        build_config(str(cfg))
+    cfg.write_text("train_data: scenes:x\nlearn_inv_tau: 1\n")
+    with pytest.raises(ConfigError, match="learn_inv_tau must be true or false"):
+        build_config(str(cfg))
+    with pytest.raises(ConfigError, match="method must be one of"):
+        build_config(None, {"train_data": "x", "method": "siglip"})
+    with pytest.raises(ConfigError, match="train_data is required"):
+        build_config(None, {})
+
+
+def test_method_defaults_and_command_line_overrides(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train_data: scenes:x\nmethod: cloob\nlr: 1\n")
+    c = build_config(str(cfg))
+    assert (c.inv_tau, c.learn_inv_tau, c.hopfield_beta, c.lr) == (30.0, False, 14.3, 1.0)
+    c = build_config(str(cfg), {"hopfield_beta": 8.0, "method": "clip"})
+    assert c.hopfield_beta is None and c.learn_inv_tau and math.isclose(c.inv_tau, 1 / 0.07)
+    c = build_config(str(cfg), {"hopfield_beta": 8.0, "learn_hopfield_beta": True})
+    assert c.hopfield_beta == 8.0 and c.learn_hopfield_beta
+
+
+def test_shipped_configs_are_valid():
+    root = Path(__file__).parents[1] / "configs"
+    names = {p.name for p in root.glob("*.yaml")}
+    assert {"scenes-clip.yaml", "scenes-cloob.yaml", "cifar10-clip.yaml", "cifar10-cloob.yaml",
+            "cc-rn50-clip.yaml", "cc-rn50-cloob.yaml"} <= names
+    for name in names:
+        c = build_config(str(root / name))
+        assert c.method in ("clip", "cloob")
+    cc = build_config(str(root / "cc-rn50-cloob.yaml"))
+    assert (cc.model, cc.inv_tau, cc.hopfield_beta, cc.lr, cc.weight_decay, cc.warmup_steps) == (
+        "RN50", 30.0, 8.0, 1e-3, 0.1, 20000)
+
+
+# ---------------------------------------------------------------- schedule ----
+def test_schedule_warmup_cosine_and_restarts_by_hand():
+    assert lr_at(0, 1.0, 10, warmup_steps=4) == 0.25
+    assert lr_at(3, 1.0, 10, warmup_steps=4) == 1.0
+    assert lr_at(4, 1.0, 10, warmup_steps=4) == 1.0  # cosine starts at the top
+    assert math.isclose(lr_at(7, 1.0, 10, warmup_steps=4), 0.5)  # halfway through 6 cosine steps
+    assert math.isclose(lr_at(10, 1.0, 10, warmup_steps=4), 0.0, abs_tol=1e-12)
+    assert math.isclose(lr_at(2, 1.0, 100, schedule="cosine-restarts", restart_steps=4), 0.5)
+    assert lr_at(4, 1.0, 100, schedule="cosine-restarts", restart_steps=4) == 1.0  # restarted
+    assert lr_at(50, 0.3, 100, schedule="constant") == 0.3
+    assert math.isclose(lr_at(5, 1.0, 10, min_lr=0.2), 0.6)
+
+
+# ---------------------------------------------------------- end to end ----
+def test_a_run_writes_metrics_tensorboard_config_versions_and_checkpoints(scenes, tmp_path):
+    args = base_args(scenes, tmp_path / "run", method="cloob", val_fraction=0.1, eval_every=3, save_every=3,
+                     zeroshot="scenes-scene:" + str(scenes))
+    out = run_cli(args)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "run"
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in lines if r["kind"] == "train"]
+    evals = [r for r in lines if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+    for r in train:
+        assert {"loss", "inv_tau", "beta", "lr", "pairs_per_s", "log_a", "log_b"} <= set(r)
+        assert r["inv_tau"] == pytest.approx(30.0) and r["beta"] == pytest.approx(14.3)
+    assert [r["step"] for r in evals] == [3, 6]
+    assert all("val_loss" in r and "zeroshot/scenes-scene/top1" in r for r in evals)
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert (run / "config.yaml").is_file() and json.loads((run / "versions.json").read_text())["torch"]
+    names = [p.name for p in ckpt.list_checkpoints(run / "checkpoints")]
+    assert "step-00000006" in names
+    meta = ckpt.read_meta(run / "checkpoints" / "step-00000006")
+    assert meta["method"] == "cloob" and meta["step"] == 6
+    # the weights are open_clip's: open_clip reads the safetensors file directly
+    import open_clip
+
+    import cloob.models  # noqa: F401  (registers the small configs)
+
+    clip = open_clip.create_model(MODEL)
+    open_clip.load_checkpoint(clip, str(run / "checkpoints" / "step-00000006" / "model.safetensors"))
+
+
+def test_keep_last_k_and_the_best(scenes, tmp_path):
+    args = base_args(scenes, tmp_path / "run", max_steps=8, save_every=1, keep_last=2, val_fraction=0.1,
+                     eval_every=2, lr=5e-2)
+    out = run_cli(args)
+    assert out.returncode == 0, out.stderr
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")]
+    assert names[-2:] == ["step-00000007", "step-00000008"]
+    evals = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if r["kind"] == "eval"]
+    best = min(evals, key=lambda r: r["val_loss"])
+    assert f"step-{best['step']:08d}" in names
+    assert len(names) <= 3
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process_with_the_doubled_batch(scenes, tmp_path):
+    common = dict(max_steps=4, method="cloob", learn_inv_tau=True, learn_hopfield_beta=True, save_every=4)
+    one = run_cli(base_args(scenes, tmp_path / "one", batch_size=16, **common))
+    assert one.returncode == 0, one.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "cloob.cli"]
+    two = run_cli(base_args(scenes, tmp_path / "two", batch_size=8, **common), launcher=torchrun)
+    assert two.returncode == 0, two.stderr
+    assert "2 process(es)" in two.stdout
+    rows1 = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    rows2 = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("loss", "inv_tau", "beta", "grad_norm"):
+        assert [r[key] for r in rows2] == pytest.approx([r[key] for r in rows1], rel=1e-5, abs=1e-5), key
+    _, w1 = final_weights(tmp_path / "one")
+    _, w2 = final_weights(tmp_path / "two")
+    assert w1.keys() == w2.keys()
+    # Parameters: 4 AdamW steps of lr 1e-3. Where the true gradient is 0 (attention key biases),
+    # Adam divides float32 rounding noise by its own magnitude (+eps) and moves by up to ~lr per
+    # step in either run, so the bound is a fraction of one step, not 1e-5.
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=2e-4, msg=k)
+
+
+@pytest.mark.slow
+def test_sigkill_at_an_arbitrary_step_then_resume_equals_an_uninterrupted_run(scenes, tmp_path):
+    common = dict(max_steps=10, save_every=1, method="cloob", augment=True)
+    ref = run_cli(base_args(scenes, tmp_path / "ref", **common))
+    assert ref.returncode == 0, ref.stderr
+    args = base_args(scenes, tmp_path / "killed", **common)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cli(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 240
+    ckdir = tmp_path / "killed" / "checkpoints"
+    while time.time() < deadline and len(ckpt.list_checkpoints(ckdir)) < 3:
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere in a later step, possibly while a checkpoint is being written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = ckpt.latest_checkpoint(ckdir)
+    assert done is not None and int(done.name.split("-")[1]) < 10, "the run finished before it was killed"
+    resumed = run_cli(args, "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    last_ref, w_ref = final_weights(tmp_path / "ref")
+    last_res, w_res = final_weights(tmp_path / "killed")
+    assert last_ref.name == last_res.name == "step-00000010"
+    for k in w_ref:
+        assert torch.equal(w_ref[k], w_res[k]), k  # bitwise
+    s_ref, s_res = ckpt.load_train_state(last_ref), ckpt.load_train_state(last_res)
+    for a, b in zip(s_ref["optimizer"]["state"].values(), s_res["optimizer"]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # metrics.jsonl has each step once
+    steps = [json.loads(x)["step"] for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))
+
+
+def test_sigterm_finishes_the_step_saves_and_exits_0_with_a_resume_line(scenes, tmp_path):
+    args = base_args(scenes, tmp_path / "run", max_steps=10_000, save_every=10_000, eval_every=10_000)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cli(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "SIGTERM received" in stdout and "--resume auto" in stdout
+    last = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+    assert last is not None and ckpt.read_meta(last)["step"] == steps[-1]
+
+
+# ------------------------------------------------------------- non-finite ----
+def _nan_on(steps_to_poison):
+    """A method_loss that returns NaN on the given (1-based) optimiser steps."""
+    from cloob.losses import method_loss as real
+
+    calls = {"n": 0}
+
+    def fake(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] in steps_to_poison else loss
+
+    return fake
+
+
+def test_non_finite_steps_are_skipped_and_counted(scenes, tmp_path, monkeypatch):
+    from cloob.train import loop
+
+    monkeypatch.setattr(loop, "method_loss", _nan_on({2, 3}))
+    cfg = build_config(None, base_args(scenes, tmp_path / "run", max_steps=5))
+    summary = loop.train(cfg, log=lambda *_: None)
+    assert summary["skipped_steps"] == 2 and summary["step"] == 5
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_steps"] for r in rows] == [0, 1, 2, 2, 2]
+    assert math.isnan(rows[1]["loss"]) and math.isfinite(rows[3]["loss"])
+
+
+def test_too_many_consecutive_non_finite_steps_stop_the_run_and_keep_the_last_good_checkpoint(
+        scenes, tmp_path, monkeypatch):
+    from cloob.train import loop
+
+    monkeypatch.setattr(loop, "method_loss", _nan_on(set(range(4, 100))))
+    cfg = build_config(None, base_args(scenes, tmp_path / "run", max_steps=20, save_every=2, max_skips=3))
+    with pytest.raises(loop.TrainingDiverged, match="3 consecutive non-finite steps"):
+        loop.train(cfg, log=lambda *_: None)
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")]
+    assert names[-1] == "step-00000002"  # steps 4, 5, 6 were skipped: nothing after the last good save
+    _, w = final_weights(tmp_path / "run")
+    assert all(torch.isfinite(v).all() for v in w.values())
+
+
+# ---------------------------------------------------------- untrusted files ----
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_an_untrusted_pickle_is_refused(scenes, tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": Payload()}, evil)
+    with pytest.raises(CheckpointError, match="refusing to load .*evil.pt"):
+        ckpt.load_model_state(evil)
+    out = run_cli(base_args(scenes, tmp_path / "run", pretrained=str(evil)))
+    assert out.returncode == 2
+    assert "refusing to load" in out.stderr and "pwned" not in out.stdout
+    # an untrusted state.pt inside a checkpoint directory is refused too
+    good = tmp_path / "ck"
+    ckpt.save_checkpoint(good, 1, {"w": torch.zeros(2)}, {"extras": {}}, {"model": MODEL})
+    torch.save({"optimizer": Payload()}, good / "step-00000001" / "state.pt")
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        ckpt.load_train_state(good / "step-00000001")
+
+
+def test_checkpoint_writes_are_atomic(tmp_path):
+    d = tmp_path / "ck"
+    ckpt.save_checkpoint(d, 1, {"w": torch.ones(3)}, {"extras": {}}, {"step": 1})
+    # a crash mid-write leaves a temp directory without meta.json: never picked up, removed by the next save
+    (d / ".tmp-step-00000002").mkdir()
+    (d / ".tmp-step-00000002" / "model.safetensors").write_bytes(b"partial")
+    assert ckpt.latest_checkpoint(d).name == "step-00000001"
+    ckpt.save_checkpoint(d, 3, {"w": torch.ones(3)}, {"extras": {}}, {"step": 3})
+    assert not (d / ".tmp-step-00000002").exists()
+    assert [p.name for p in ckpt.list_checkpoints(d)] == ["step-00000001", "step-00000003"]
