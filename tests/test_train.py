@@ -316,3 +316,14 @@ def test_checkpoint_writes_are_atomic(tmp_path):
     ckpt.save_checkpoint(d, 3, {"w": torch.ones(3)}, {"extras": {}}, {"step": 3})
     assert not (d / ".tmp-step-00000002").exists()
     assert [p.name for p in ckpt.list_checkpoints(d)] == ["step-00000001", "step-00000003"]
+
+
+def test_gradient_accumulation_equals_the_large_batch(scenes, tmp_path):
+    common = dict(max_steps=3, method="cloob", learn_inv_tau=True)
+    big = run_cli(base_args(scenes, tmp_path / "big", batch_size=16, **common))
+    acc = run_cli(base_args(scenes, tmp_path / "acc", batch_size=8, accum_steps=2, **common))
+    assert big.returncode == 0 and acc.returncode == 0, big.stderr + acc.stderr
+    rows_big = [json.loads(x) for x in (tmp_path / "big" / "metrics.jsonl").read_text().splitlines()]
+    rows_acc = [json.loads(x) for x in (tmp_path / "acc" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("loss", "inv_tau", "grad_norm"):
+        assert [r[key] for r in rows_acc] == pytest.approx([r[key] for r in rows_big], rel=1e-5, abs=1e-5), key
