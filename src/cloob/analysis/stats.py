@@ -6,21 +6,16 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from cloob.evals.compare import welch_p as compare_welch_p
+
 ALPHA = 0.05
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value of Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``).
-
-    NaN when a group has fewer than 2 values or both have zero variance (not testable).
-    """
-    from scipy import stats
-
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
-        return math.nan
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    """Two-sided p-value of Welch's t-test, as ``cloob compare`` computes it; NaN where not testable
+    (a group with fewer than 2 values, or no variance in either)."""
+    p = compare_welch_p(list(a), list(b))
+    return math.nan if p is None else p
 
 
 def welch_table(values_by_method: Mapping[str, Sequence[float]], higher_is_better: bool = True,
