@@ -46,3 +46,25 @@ def test_memory_module_fixed_and_learnable_beta():
 def test_retrieve_rejects_mismatched_dims():
     with pytest.raises(ValueError, match="same d"):
         retrieve(torch.randn(2, 3), torch.randn(2, 4), 1.0)
+
+
+@pytest.mark.parametrize("block_elements", [1 << 24, 7 * 3])  # one block (P kept) / blocks of 3 rows (recomputed)
+def test_blockwise_retrieval_values_and_gradients_match_the_loop_formula(monkeypatch, block_elements):
+    import cloob.hopfield as H
+
+    monkeypatch.setattr(H, "_BLOCK_ELEMENTS", block_elements)
+    g = torch.Generator().manual_seed(5)
+    state = torch.randn(8, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    stored = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(retrieve(state, stored, beta), naive_retrieve(state, stored, beta))
+    assert torch.autograd.gradcheck(retrieve, (state, stored, beta))
+    weights = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    grads = []
+    for f in (retrieve, naive_retrieve):
+        for t in (state, stored, beta):
+            t.grad = None
+        (f(state, stored, beta) * weights).sum().backward()
+        grads.append([state.grad.clone(), stored.grad.clone(), beta.grad.clone()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
