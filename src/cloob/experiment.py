@@ -447,7 +447,11 @@ def run_experiment(grid_file: str, parallel: int | None = None, dry_run: bool = 
         summary["report_exit"] = cli_main(["report", *[str(c.dir) for c in finished], "--out",
                                            str(out / "report.html"), "--title", g["name"]])
         if g.get("select"):
-            summary["best"] = str(select(g, cells, g["select"]))
+            try:
+                summary["best"] = str(select(g, cells, g["select"]))
+            except GridError as e:  # a typo in the metric must not lose experiment.json
+                print(f"error: {e}", file=sys.stderr)
+                summary["select_error"] = str(e)
     summary["wall_seconds"] = round(time.perf_counter() - t_start, 2)
     (out / "experiment.json").write_text(json.dumps(summary, indent=1))
     failed = [c.name for c in cells if results[c.name]["status"] not in ("done", "skipped")]

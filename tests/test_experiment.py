@@ -1,0 +1,197 @@
+"""`cloob experiment`: grid validation, cell expansion, dry run, tuning selection, and a tiny real grid
+(train + zero-shot per cell, compare, report) that skips finished cells and resumes an interrupted one."""
+import json
+import os
+
+import pytest
+import yaml
+
+from cloob.cli import main
+from cloob.experiment import GridError, expand, load_grid, select
+
+
+def write_grid(tmp_path, grid: dict, name="grid.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+def minimal(tmp_path, **extra):
+    g = {"name": "t", "out": str(tmp_path / "out"), "set": {"train_data": "scenes:x", "max_steps": 3},
+         "grid": {"method": ["clip", "cloob"], "seed": [0, 1]}}
+    g.update(extra)
+    return g
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"sett": {}}, "unknown key 'sett' (did you mean 'set'?)"),
+    ({"set": {"batch_sise": 3}}, "set: unknown key 'batch_sise' (did you mean 'batch_size'?)"),
+    ({"grid": {"batch_size": ["big"]}}, "batch_size must be an integer"),
+    ({"grid": {"dataset": ["nope"]}}, "grid.dataset value 'nope' is not an entry of datasets"),
+    ({"grid": {"seed": []}}, "grid.seed is an empty list"),
+    ({"evals": [["zero-shot", "x"]]}, "unknown evaluator 'zero-shot'"),
+    ({"evals": ["zeroshot"]}, "each entry must be [evaluator, dataset spec"),
+    ({"per_method": {"clop": {"inv_tau": 3.0}}}, "per_method: unknown method 'clop'"),
+    ({"axes_for": {"clip": ["hopfield_beta"]}}, "axes_for.clip: ['hopfield_beta'] are not grid axes"),
+    ({"prepare": [{"sceness": {}}]}, "prepare entries are {kind: {options}}"),
+    ({"base": "no/such.yaml"}, "base config no/such.yaml does not exist"),
+    ({"compare": {"baseline": "clip", "alpah": 0.1}}, "compare: unknown key 'alpah'"),
+])
+def test_invalid_grids_are_refused_with_the_key_named(tmp_path, change, message):
+    with pytest.raises(GridError) as e:
+        load_grid(write_grid(tmp_path, minimal(tmp_path, **change)))
+    assert message in str(e.value)
+
+
+def test_missing_required_key_and_invalid_cell_values(tmp_path):
+    g = minimal(tmp_path)
+    del g["grid"]
+    with pytest.raises(GridError, match="grid is required"):
+        load_grid(write_grid(tmp_path, g))
+    g = minimal(tmp_path, grid={"method": ["clip", "clop"]})
+    with pytest.raises(GridError, match="cell clop: method must be one of"):
+        expand(load_grid(write_grid(tmp_path, g)))
+
+
+def test_cells_are_the_cross_product_named_by_axis_values_with_overrides_in_order(tmp_path):
+    g = minimal(tmp_path, set={"train_data": "scenes:x", "max_steps": 3, "inv_tau": 5.0, "batch_size": 8},
+                grid={"method": ["clip", "cloob"], "inv_tau": [10.0, 20.0], "seed": [0, 1]},
+                per_method={"cloob": {"inv_tau": 30.0}})
+    cells = expand(load_grid(write_grid(tmp_path, g)))
+    assert [c.name for c in cells] == [
+        "clip-inv_tau10.0-s0", "clip-inv_tau10.0-s1", "clip-inv_tau20.0-s0", "clip-inv_tau20.0-s1",
+        "cloob-inv_tau10.0-s0", "cloob-inv_tau10.0-s1", "cloob-inv_tau20.0-s0", "cloob-inv_tau20.0-s1"]
+    by = {c.name: c for c in cells}
+    assert by["clip-inv_tau20.0-s1"].config["inv_tau"] == 20.0  # grid beats set
+    assert by["clip-inv_tau20.0-s1"].config["seed"] == 1
+    assert by["cloob-inv_tau10.0-s0"].config["inv_tau"] == 30.0  # per_method beats grid
+    assert by["cloob-inv_tau10.0-s0"].config["batch_size"] == 8  # set reaches every cell
+    c = by["clip-inv_tau10.0-s0"]
+    assert c.config["run_dir"] == str(tmp_path / "out" / c.name) and c.config["resume"] == "auto"
+
+
+def test_axes_for_drops_other_axes_and_duplicate_cells(tmp_path):
+    g = minimal(tmp_path, grid={"method": ["clip", "cloob"], "inv_tau": [10.0, 30.0], "hopfield_beta": [8.0, 14.3],
+                                "seed": [0]},
+                axes_for={"clip": ["inv_tau"]})
+    names = [c.name for c in expand(load_grid(write_grid(tmp_path, g)))]
+    assert names[:2] == ["clip-inv_tau10.0-s0", "clip-inv_tau30.0-s0"]
+    assert len(names) == 2 + 4 and "cloob-inv_tau30.0-hopfield_beta14.3-s0" in names
+
+
+def test_dataset_axis_takes_overrides_and_evals_from_datasets(tmp_path):
+    g = minimal(tmp_path, datasets={"a": {"train_data": "scenes:a", "evals": [["zeroshot", "scenes-scene:a"]]},
+                                    "b": {"train_data": "scenes:b"}},
+                grid={"dataset": ["a", "b"], "method": ["cloob"]}, evals=[["retrieval", "scenes-retrieval:b"]])
+    cells = expand(load_grid(write_grid(tmp_path, g)))
+    assert [(c.name, c.config["train_data"], c.evals[0][0]) for c in cells] == [
+        ("a-cloob", "scenes:a", "zeroshot"), ("b-cloob", "scenes:b", "retrieval")]
+
+
+def test_dry_run_prints_commands_and_runs_nothing(tmp_path, capsys):
+    g = minimal(tmp_path, evals=[["zeroshot", "scenes-scene:x"]], prepare=[{"scenes": {"out": str(tmp_path / "s"),
+                                                                                         "n": 10}}])
+    assert main(["experiment", "--grid", str(write_grid(tmp_path, g)), "--dry-run", "--only", "cloob-*"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cells" in out and "cloob-s0" in out and "clip-s0" not in out
+    assert f"cloob train --config {tmp_path / 'out' / 'cloob-s1' / 'cell.yaml'}" in out
+    assert "cloob eval zeroshot --checkpoint" in out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "s").exists()
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
+    assert main(["experiment", "--grid", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: grid file") and err.count("\n") == 1
+
+
+def _fake_eval(cell_dir, top1_scene, top1_object):
+    (cell_dir / "eval").mkdir(parents=True)
+    for split, v in (("scene", top1_scene), ("object", top1_object)):
+        (cell_dir / "eval" / f"zeroshot-scenes-{split}-val.json").write_text(json.dumps({"metrics": {"top1": v}}))
+
+
+def test_select_picks_the_best_per_method_averaged_over_seeds(tmp_path, capsys):
+    g = minimal(tmp_path, grid={"method": ["clip", "cloob"], "inv_tau": [10.0, 30.0], "hopfield_beta": [8.0, 14.3],
+                                "seed": [0, 1]},
+                axes_for={"clip": ["inv_tau"]})
+    grid = write_grid(tmp_path, g)
+    cells = expand(load_grid(grid))
+    values = {  # clip: inv_tau 30 best on average though 10 wins seed 0; cloob: (10, 14.3) best
+        "clip-inv_tau10.0-s0": 0.9, "clip-inv_tau10.0-s1": 0.1, "clip-inv_tau30.0-s0": 0.6, "clip-inv_tau30.0-s1": 0.6,
+        "cloob-inv_tau10.0-hopfield_beta14.3-s0": 0.8, "cloob-inv_tau10.0-hopfield_beta14.3-s1": 0.7,
+        "cloob-inv_tau30.0-hopfield_beta8.0-s0": 0.2}
+    for c in cells:
+        if c.name in values:
+            _fake_eval(c.dir, values[c.name], values[c.name])
+    assert main(["experiment", "--grid", str(grid), "--select", "zeroshot-scenes-scene*/top1"]) == 0
+    best = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert best["best"]["clip"] == {"inv_tau": 30.0, "value": pytest.approx(0.6), "n": 2}
+    assert best["best"]["cloob"] == {"inv_tau": 10.0, "hopfield_beta": 14.3, "value": pytest.approx(0.75), "n": 2}
+    assert len(best["sweep"]) == len(values)
+    assert 'cloob: {"inv_tau": 10.0, "hopfield_beta": 14.3}' in capsys.readouterr().out
+    select(load_grid(grid), cells, "min:zeroshot-scenes-scene*/top1,zeroshot-scenes-object*/top1")
+    best = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert best["mode"] == "min" and best["best"]["cloob"]["inv_tau"] == 30.0
+    with pytest.raises(GridError, match="matches several eval files"):
+        select(load_grid(grid), cells, "zeroshot-*/top1")
+
+
+# ------------------------------------------------------------- a tiny real grid
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    from cloob.data.scenes import generate_scenes
+
+    root = tmp_path_factory.mktemp("scenes")
+    generate_scenes(root, n=96, size=32, n_eval=24, workers=1)
+    return root
+
+
+def tiny_grid(tmp_path, scenes):
+    return write_grid(tmp_path, {
+        "name": "tiny", "out": str(tmp_path / "out"),
+        "set": {"model": "cloob-vit-tiny", "train_data": f"scenes:{scenes}", "batch_size": 16, "max_steps": 3,
+                "save_every": 2, "eval_every": 3, "log_every": 1, "lr": 1e-3, "threads": 1},
+        "grid": {"method": ["clip", "cloob"], "seed": [0]},
+        "evals": [["zeroshot", f"scenes-scene:{scenes}", "--batch-size", "24"]],
+        "compare": {"baseline": "clip"},
+    })
+
+
+@pytest.mark.slow
+def test_tiny_grid_runs_end_to_end_skips_finished_and_resumes_interrupted(tmp_path, scenes, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = tiny_grid(tmp_path, scenes)
+    out = tmp_path / "out"
+    assert main(["experiment", "--grid", str(grid)]) == 0
+    text = capfd.readouterr().out
+    assert "[1/2] start clip-s0" in text and "[2/2] done cloob-s0" in text
+    for cell in ("clip-s0", "cloob-s0"):
+        assert (out / cell / "DONE").is_file()
+        assert (out / cell / "eval" / f"zeroshot-scenes-scene-{scenes.name}.json").is_file()
+        assert json.loads((out / cell / "DONE").read_text())["step"] == 3
+    assert (out / "compare" / "compare.md").is_file() and (out / "report.html").is_file()
+    summary = json.loads((out / "experiment.json").read_text())
+    assert [c["status"] for c in summary["cells"]] == ["done", "done"] and summary["wall_seconds"] > 0
+    assert "name: tiny" in summary["grid_text"]
+    assert [c["name"] for c in json.loads((out / "cells.json").read_text())] == ["clip-s0", "cloob-s0"]
+
+    # interrupt cloob-s0 after step 2: its final checkpoint, evals and DONE are gone
+    ckpts = out / "cloob-s0" / "checkpoints"
+    import shutil
+
+    shutil.rmtree(ckpts / "step-00000003")
+    shutil.rmtree(out / "cloob-s0" / "eval")
+    (out / "cloob-s0" / "DONE").unlink()
+    step2 = os.stat(ckpts / "step-00000002" / "model.safetensors").st_mtime_ns
+    clip_final = os.stat(out / "clip-s0" / "checkpoints" / "step-00000003" / "model.safetensors").st_mtime_ns
+    assert main(["experiment", "--grid", str(grid), "--parallel", "2"]) == 0  # logs go to <cell>/*.log
+    text = capfd.readouterr().out
+    assert "[1/2] skip clip-s0 (finished" in text and "[2/2] done cloob-s0" in text
+    log = (out / "cloob-s0" / "train.log").read_text()
+    assert "resumed from" in log and "(step 2," in log
+    assert "wrote" in (out / "cloob-s0" / "eval.log").read_text()
+    assert os.stat(ckpts / "step-00000002" / "model.safetensors").st_mtime_ns == step2
+    assert (ckpts / "step-00000003").is_dir() and (out / "cloob-s0" / "DONE").is_file()
+    assert os.stat(out / "clip-s0" / "checkpoints" / "step-00000003" / "model.safetensors").st_mtime_ns == clip_final
+    assert [c["status"] for c in json.loads((out / "experiment.json").read_text())["cells"]] == ["skipped", "done"]
