@@ -195,3 +195,19 @@ def test_tiny_grid_runs_end_to_end_skips_finished_and_resumes_interrupted(tmp_pa
     assert (ckpts / "step-00000003").is_dir() and (out / "cloob-s0" / "DONE").is_file()
     assert os.stat(out / "clip-s0" / "checkpoints" / "step-00000003" / "model.safetensors").st_mtime_ns == clip_final
     assert [c["status"] for c in json.loads((out / "experiment.json").read_text())["cells"]] == ["skipped", "done"]
+
+
+@pytest.mark.parametrize("name, n_cells", [("ablation-scenes", 20), ("cifar10", 10), ("tune-scenes", 24),
+                                           ("tune-cifar10", 12)])
+def test_shipped_grids_are_valid_and_tuning_never_reads_a_test_split(name, n_cells, monkeypatch):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    g = load_grid(root / "experiments" / f"{name}.yaml")
+    cells = expand(g)
+    assert len(cells) == n_cells
+    if name.startswith("tune-"):
+        for c in cells:
+            specs = [e[1] for e in c.evals] + list(c.config.get("zeroshot") or [])
+            assert not any("cifar10-test" in s or s.startswith("cifar10:") or "scenes-demo" in s for s in specs), specs
