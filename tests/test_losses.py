@@ -169,3 +169,28 @@ def test_named_corners_and_methods():
     assert set(METHODS) == {"clip", "cloob", "infoloob", "infonce-hopfield"}
     torch.testing.assert_close(method_loss("infonce-hopfield", x, y, 9.0, 4.0), naive_cell(x, y, 9.0, "infonce", 4.0))
     torch.testing.assert_close(method_loss("infoloob", x, y, 9.0, 4.0), naive_cell(x, y, 9.0, "infoloob", None))
+
+
+@pytest.mark.parametrize("n,block_elements", [(1024, 1 << 24), (1024, 1024 * 100)])
+def test_memory_efficient_cloob_equals_the_dense_form(monkeypatch, n, block_elements):
+    """float32, d = 512: blockwise (one block, or row blocks with recomputation) vs full N×N matrices."""
+    import cloob.hopfield as H
+    import cloob.losses as L
+    from dense import dense_clip_loss, dense_cloob_loss
+
+    monkeypatch.setattr(H, "_BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(L, "_BLOCK_ELEMENTS", block_elements)
+    x0, y0 = unit(n, 512, 30, torch.float32), unit(n, 512, 31, torch.float32)
+    y0 = F.normalize(x0 + 0.8 * y0, dim=-1)  # correlated pairs, as after some training
+    for ours, ref in ((lambda x, y: cloob_loss(x, y, 30.0, 14.3), lambda x, y: dense_cloob_loss(x, y, 30.0, 14.3)),
+                      (lambda x, y: clip_loss(x, y, 30.0), lambda x, y: dense_clip_loss(x, y, 30.0))):
+        results = []
+        for f in (ours, ref):
+            x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
+            loss = f(x, y)
+            loss.backward()
+            results.append((loss.detach(), x.grad, y.grad))
+        (l1, gx1, gy1), (l2, gx2, gy2) = results
+        torch.testing.assert_close(l1, l2, rtol=0, atol=1e-5)
+        torch.testing.assert_close(gx1, gx2, rtol=0, atol=1e-5)
+        torch.testing.assert_close(gy1, gy2, rtol=0, atol=1e-5)
