@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_steps": 20, "eval_every": args.steps, "save_every": args.steps, "val_fraction": 0.0,
             "zeroshot": [], "log_every": 5,
         })
-        train(cfg)
+        if train(cfg)["interrupted"]:
+            print("demo: stopped by a signal; run `make demo` again to start over", file=sys.stderr)
+            return 130
         runs[method] = run
 
     _banner("4/5 evaluating both: zero-shot scenes and objects, retrieval, diagnostics")

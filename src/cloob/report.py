@@ -21,7 +21,7 @@ from typing import Sequence
 
 from cloob.analysis import plots
 from cloob.analysis.analyze import training_panels
-from cloob.analysis.runs import LOWER_IS_BETTER, Run, RunError, eval_metrics, read_run, series
+from cloob.analysis.runs import Run, RunError, eval_metrics, lower_is_better, read_run, series
 from cloob.analysis.stats import ALPHA, welch_table
 
 CONFIG_KEYS = ("method", "model", "seed", "train_data", "epochs", "batch_size", "lr", "inv_tau", "hopfield_beta",
@@ -139,7 +139,7 @@ def eval_values(runs: Sequence[Run]) -> "OrderedDict[tuple[str, str, str], dict[
 def metric_scale(values_by_method: dict[str, list[float]], metric: str) -> tuple[float, str]:
     """(display factor, unit of differences): fractions in [0, 1] are shown ×100."""
     vals = [v for vs in values_by_method.values() for v in vs]
-    frac = bool(vals) and all(0.0 <= v <= 1.0 for v in vals) and not LOWER_IS_BETTER.search(metric)
+    frac = bool(vals) and all(0.0 <= v <= 1.0 for v in vals) and not lower_is_better(metric)
     unit = "points" if ACCURACY_LIKE.search(metric) else ""
     return (100.0 if frac else 1.0), unit
 
@@ -271,7 +271,7 @@ def section_evaluation(runs: Sequence[Run], values=None) -> str:
         rows = []
         for metric, vbm in items:
             scale, _ = metric_scale(vbm, metric)
-            table = welch_table(vbm, higher_is_better=not LOWER_IS_BETTER.search(metric))
+            table = welch_table(vbm, higher_is_better=not lower_is_better(metric))
             cells: list = [esc(metric)]
             for r in table:
                 if r["n"] == 0:
@@ -415,7 +415,7 @@ def reading(runs: Sequence[Run]) -> list[str]:
     for (evaluator, dataset, metric), vbm in values.items():
         scale, unit = metric_scale(vbm, metric)
         name = f"{evaluator} {metric}" + (f" on {dataset}" if dataset else "")
-        txt, facts = compare_sentence(name, vbm, not LOWER_IS_BETTER.search(metric), scale, unit)
+        txt, facts = compare_sentence(name, vbm, not lower_is_better(metric), scale, unit)
         out.append(txt[0].upper() + txt[1:])
         if facts["leader"]:
             leads.setdefault(facts["leader"], []).append(facts["significant"])

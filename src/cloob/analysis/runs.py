@@ -12,6 +12,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from cloob.evals.compare import is_metric
+from cloob.evals.compare import lower_is_better as compare_lower_is_better
+
 log = logging.getLogger("cloob.analysis")
 
 # top-level numeric keys of an eval JSON that are bookkeeping, not metrics
@@ -82,10 +87,23 @@ def series(records: list[dict], key: str, kind: str | None = None) -> tuple[list
 
 
 def eval_metrics(ev: dict) -> dict[str, float]:
-    """The metrics of one eval JSON: every top-level finite number except bookkeeping keys."""
-    return {k: float(v) for k, v in ev.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            and not NOT_METRICS.match(k)}
+    """The headline metrics of one eval JSON.
+
+    ``cloob eval`` files keep them under ``"metrics"`` (filtered by the same rule as
+    ``cloob compare``: no per-class detail or bookkeeping); a flat file contributes
+    every top-level finite number except bookkeeping keys.
+    """
+    def finite(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if isinstance(ev.get("metrics"), dict):
+        return {k: float(v) for k, v in ev["metrics"].items() if finite(v) and is_metric(k)}
+    return {k: float(v) for k, v in ev.items() if finite(v) and not NOT_METRICS.match(k)}
+
+
+def lower_is_better(metric: str) -> bool:
+    """Direction of a metric: losses, errors and ranks are better low."""
+    return bool(LOWER_IS_BETTER.search(metric)) or compare_lower_is_better(metric)
 
 
 def read_run(path: str | Path) -> Run:

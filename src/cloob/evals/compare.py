@@ -34,10 +34,19 @@ def _read_config(run: Path) -> dict:
     return yaml.safe_load(f.read_text()) or {}
 
 
+def is_metric(name: str) -> bool:
+    """Whether an eval JSON's ``metrics`` key is a headline metric (not per-class detail or bookkeeping)."""
+    return not any(fnmatch.fnmatchcase(name, p) for p in SKIP_PATTERNS)
+
+
+def lower_is_better(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in LOWER_IS_BETTER)
+
+
 def _keep(metric: str, metrics: list[str] | None) -> bool:
     if metrics:
         return any(fnmatch.fnmatchcase(metric, m) for m in metrics)
-    return not any(fnmatch.fnmatchcase(metric, p) for p in SKIP_PATTERNS)
+    return is_metric(metric)
 
 
 def find_runs(patterns: list[str]) -> list[Path]:
@@ -104,7 +113,7 @@ def aggregate(records: list[dict], *, baseline: str | None = None, alpha: float 
                 for g in groups}
         stats = {g: {"mean": float(np.mean(v)) if v else None, "std": float(np.std(v, ddof=1)) if len(v) > 1 else (0.0 if v else None),
                      "n": len(v), "values": v} for g, v in vals.items()}
-        lower = any(fnmatch.fnmatchcase(key[2], p) for p in LOWER_IS_BETTER)
+        lower = lower_is_better(key[2])
         tests = []
         for a, b in pairs:
             p = welch_p(vals[a], vals[b])
