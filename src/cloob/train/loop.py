@@ -609,6 +609,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
                     if epoch_done:
                         pos.epoch += 1
                         pos.batch_in_epoch = 0
+                    saved = False
                     if pos.step % eval_every == 0 or done:
                         metrics = evaluate(run)
                         if metrics:
@@ -623,9 +624,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
                                 pos.best_val_loss = metrics["val_loss"]
                                 pos.best_checkpoint = ckpt.checkpoint_name(pos.step)
                                 save(run, pos, metrics)
+                                saved = True
                     interrupted = stop.agreed(run.device)
                     # periodic saves only after good steps: a checkpoint never lands inside a non-finite streak
-                    if (pos.step % save_every == 0 and not out["skipped"]) or done or interrupted:
+                    if not saved and ((pos.step % save_every == 0 and not out["skipped"]) or done or interrupted):
                         save(run, pos, last_metrics)
                     if interrupted:
                         summary["interrupted"] = True
