@@ -95,3 +95,27 @@ def test_pretrained_local_checkpoint_in_open_clip_format_loads(tmp_path):
     for (k, v), (_, w) in zip(a.clip.state_dict().items(), b.clip.state_dict().items()):
         assert torch.equal(v, w), k
     assert isinstance(b, ContrastiveModel)
+
+
+@pytest.mark.parametrize("name", ["cloob-rn-tiny", "cloob-vit-tiny", "RN50"])
+def test_truncated_text_encoding_equals_open_clips_full_context(name):
+    torch.manual_seed(0)
+    model, _, _ = create_model(name)
+    assert model.truncate_text
+    tokens = get_tokenizer(name)(["a cup", "a large red circle left of a small blue star, in the harbor", "x " * 40])
+    with torch.no_grad():
+        ours = model.encode_text(tokens)
+        theirs = model.clip.encode_text(tokens, normalize=True)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_channels_last_resnet_gives_open_clips_image_features():
+    torch.manual_seed(0)
+    model, _, _ = create_model("cloob-rn-tiny")
+    model.eval()
+    assert model.channels_last
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ours = model.encode_image(images)
+        theirs = model.clip.encode_image(images.contiguous(), normalize=True)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
