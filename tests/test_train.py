@@ -327,3 +327,21 @@ def test_gradient_accumulation_equals_the_large_batch(scenes, tmp_path):
     rows_acc = [json.loads(x) for x in (tmp_path / "acc" / "metrics.jsonl").read_text().splitlines()]
     for key in ("loss", "inv_tau", "grad_norm"):
         assert [r[key] for r in rows_acc] == pytest.approx([r[key] for r in rows_big], rel=1e-5, abs=1e-5), key
+
+
+def test_an_extra_open_clip_model_config_can_be_trained(scenes, tmp_path):
+    cfg_json = tmp_path / "tiny-extra.json"
+    cfg_json.write_text(json.dumps({
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+    }))
+    out = run_cli(base_args(scenes, tmp_path / "run", model="tiny-extra", model_config=str(cfg_json), max_steps=2))
+    assert out.returncode == 0, out.stderr
+    assert ckpt.read_meta(ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints"))["model"] == "tiny-extra"
+    # the checkpoint carries its architecture: a fresh process evaluates it without model_config
+    ev = subprocess.run([sys.executable, "-m", "cloob.cli", "eval", "zeroshot", "--checkpoint", str(tmp_path / "run"),
+                         "--dataset", f"scenes-scene:{scenes}"], capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    with pytest.raises(ConfigError, match="registers 'tiny-extra'; set model: tiny-extra"):
+        build_config(None, {"train_data": "x", "model_config": str(cfg_json)})

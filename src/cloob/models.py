@@ -40,6 +40,16 @@ def register_model_configs() -> None:
 register_model_configs()
 
 
+def register_model_config(path: str | Path) -> str:
+    """Register an extra open_clip model JSON (e.g. a benchmark's config); returns its name (the file stem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model config {path} does not exist")
+    if path.stem not in open_clip.list_models():
+        open_clip.add_model_config(path)
+    return path.stem
+
+
 def list_models() -> list[str]:
     """Every architecture name open_clip can build (cloob's small configs included)."""
     return list(open_clip.list_models())

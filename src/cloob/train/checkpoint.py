@@ -7,6 +7,7 @@ Layout of one checkpoint (a directory, renamed into place only when complete):
         state.pt            optimiser, RNG states, data position, counters, cloob extras
                             (log_beta); loaded with torch.load(weights_only=True)
         meta.json           model name, method, step, epoch, config, metrics
+        model_config.json   the open_clip architecture, so no registration is needed to load it
 
 A checkpoint is written to ``.tmp-step-…`` with every file fsync'ed, then
 renamed; a process killed mid-write leaves only a temp directory that
@@ -67,6 +68,7 @@ def save_checkpoint(
     meta: dict,
     keep_last: int = 3,
     protect: tuple[str, ...] = (),
+    model_config: dict | None = None,
 ) -> Path:
     """Write one checkpoint atomically and prune old ones.
 
@@ -78,6 +80,8 @@ def save_checkpoint(
         meta: JSON-serialisable sidecar.
         keep_last: how many of the newest checkpoints to keep (>= 1).
         protect: names of checkpoints never pruned (e.g. the best one).
+        model_config: the open_clip architecture dict, stored as model_config.json
+            so the checkpoint can be rebuilt without the original JSON file.
     Returns:
         The final checkpoint directory.
     """
@@ -92,6 +96,8 @@ def save_checkpoint(
     save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, tmp / "model.safetensors")
     torch.save(train_state, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    if model_config is not None:
+        (tmp / "model_config.json").write_text(json.dumps(model_config, indent=2))
     for f in tmp.iterdir():
         _fsync_file(f)
     _fsync_dir(tmp)
@@ -146,10 +152,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         (model in eval mode, meta dict). The eval transform and tokenizer follow
         from ``model.model_name`` via :mod:`cloob.models` and :mod:`cloob.data`.
     """
-    from cloob.models import create_model
+    from cloob.models import create_model, list_models, register_model_config
 
     ckpt = resolve_checkpoint(path)
     meta = read_meta(ckpt)
+    arch = ckpt / "model_config.json"
+    if arch.is_file() and meta["model"] not in list_models():
+        # an architecture registered only for training (model_config): rebuild it from the checkpoint
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            named = Path(tmp) / f"{meta['model']}.json"
+            named.write_text(arch.read_text())
+            register_model_config(named)
     model, _, _ = create_model(
         meta["model"],
         inv_tau=1.0,

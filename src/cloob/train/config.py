@@ -33,6 +33,7 @@ class TrainConfig:
     run_dir: typing.Optional[str] = None  # explicit run directory (overrides output_dir/name)
     # model
     model: str = "cloob-rn-tiny"
+    model_config: typing.Optional[str] = None  # extra open_clip model JSON, registered under its file stem
     pretrained: typing.Optional[str] = None  # local open_clip checkpoint file
     lock_image: bool = False
     lock_text: bool = False
@@ -118,6 +119,10 @@ class TrainConfig:
             (cfg.schedule != "cosine-restarts" or (cfg.restart_steps or 0) >= 1,
              "schedule cosine-restarts needs restart_steps >= 1"),
         ]
+        if cfg.model_config is not None:
+            stem = Path(cfg.model_config).stem
+            checks.append((Path(cfg.model_config).is_file(), f"model_config {cfg.model_config} does not exist"))
+            checks.append((stem == cfg.model, f"model_config registers {stem!r}; set model: {stem}"))
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)

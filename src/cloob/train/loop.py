@@ -37,7 +37,7 @@ from torch.utils.data import IterableDataset, Subset
 from cloob.data import BadSampleReport, DataError, image_transform, make_loader, open_pairs
 from cloob.distributed import get_rank, get_world_size, is_distributed, scale_gradient
 from cloob.losses import method_loss
-from cloob.models import create_model, get_tokenizer
+from cloob.models import create_model, get_tokenizer, register_model_config
 from cloob.train import checkpoint as ckpt
 from cloob.train.config import TrainConfig, save_yaml
 from cloob.train.schedule import lr_at
@@ -154,6 +154,8 @@ def setup(cfg: TrainConfig, log=print) -> Run:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg)
     run_dir = run_directory(cfg)
+    if cfg.model_config:
+        register_model_config(cfg.model_config)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model, _, _ = create_model(
         cfg.model,
@@ -412,8 +414,11 @@ def save(run: Run, pos: Position, metrics: dict | None = None) -> Path | None:
         "metrics": metrics or {},
     }
     protect = (pos.best_checkpoint,) if pos.best_checkpoint else ()
+    import open_clip
+
     return ckpt.save_checkpoint(run.run_dir / "checkpoints", pos.step, model.clip.state_dict(), train_state, meta,
-                                keep_last=run.cfg.keep_last, protect=protect)
+                                keep_last=run.cfg.keep_last, protect=protect,
+                                model_config=open_clip.get_model_config(run.cfg.model))
 
 
 def restore(run: Run, path: Path) -> Position:
