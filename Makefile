@@ -23,5 +23,15 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+# Benchmarks (not tests): each writes bench/results/<name>.json; the report writes docs/benchmarks.md.
+bench: setup
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(PY) bench/bench_loss.py
+	$(PY) bench/bench_step.py
+	$(PY) bench/bench_zeroshot.py
+	$(PY) bench/bench_data.py
+	$(PY) bench/bench_train.py
+	$(PY) bench/report.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
