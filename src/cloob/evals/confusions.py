@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cloob.evals.figures import save_figure
+
 
 def confusion_matrix(predicted: np.ndarray, true: np.ndarray, n_classes: int) -> np.ndarray:
     """(C, C) int64 counts, m[a, b] = #(predicted a, true b)."""
@@ -81,9 +83,4 @@ def mistakes_grid(dataset, indices, true, predicted, classes, path: str | Path, 
         ax.set_title(f"true: {classes[true[j]]}\npred: {classes[predicted[j]]}", fontsize=7)
     if not wrong:
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cloob.evals.figures import save_figure
 from cloob.evals.linear_probe import fit_logistic
 
 KS = tuple(2**i for i in range(8))
@@ -84,9 +85,4 @@ def plot_fewshot(result: dict, path: str | Path, title: str = "") -> Path:
     ax.set_ylabel("top-1 accuracy")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
