@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ENV, ROOT, alternate, python, steady, summary, write  # noqa: E402
+from common import ENV, ROOT, alternate, paired_ratio, python, steady, summary, write  # noqa: E402
 
 
 def run_train(method: str, batch: int, steps: int, data: Path, run_dir: Path) -> float:
@@ -50,11 +50,8 @@ def main() -> int:
         print(f"step time at batch {batch}: clip vs cloob, {args.repeats} rounds")
         res = alternate({"clip": None, "cloob": None}, args.repeats,
                         lambda m, _: run_train(m, batch, args.steps, data, tmp / f"r{next(counter)}"))
-        ratios = [c / p for c, p in zip(res["cloob"], res["clip"])]
         payload[f"batch_{batch}"] = {"seconds_per_step": {k: summary(v) for k, v in res.items()},
-                                     "ratio_cloob_over_clip": summary(ratios)}
-        print(f"  cloob / clip step time: median {summary(ratios)['median']:.3f} "
-              f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+                                     "ratio_cloob_over_clip": paired_ratio(res, "cloob", "clip")}
     write("step", payload, "python bench/bench_step.py " + " ".join(sys.argv[1:]))
     return 0
 

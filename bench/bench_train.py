@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ENV, ROOT, SHARED, alternate, python, steady, summary, write  # noqa: E402
+from common import ENV, ROOT, SHARED, alternate, paired_ratio, python, steady, summary, write  # noqa: E402
 
 BATCH = 256
 
@@ -94,12 +94,10 @@ def main() -> int:
 
     print(f"training throughput, tiny-rn, batch {BATCH}, {args.images} images, {args.repeats} rounds")
     res = alternate({"open_clip": None, "cloob": None}, args.repeats, run)
-    ratios = [c / o for c, o in zip(res["cloob"], res["open_clip"])]
-    payload = {"pairs_per_s": {k: summary(v) for k, v in res.items()}, "ratio_cloob_over_open_clip": summary(ratios),
+    payload = {"pairs_per_s": {k: summary(v) for k, v in res.items()},
+               "ratio_cloob_over_open_clip": paired_ratio(res, "cloob", "open_clip"),
                "setup": {"model": "tiny-rn (../shared/bench/tiny-rn.json)", "batch": BATCH, "images": args.images,
                          "workers": 1, "precision": "fp32", "steady": "first max(5, 20%) steps dropped"}}
-    print(f"cloob / open_clip pairs/s: median {payload['ratio_cloob_over_open_clip']['median']:.2f} "
-          f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
     write("train", payload, "python bench/bench_train.py " + " ".join(sys.argv[1:]))
     return 0
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import THREADS, alternate, summary, write  # noqa: E402
+from common import THREADS, alternate, paired_ratio, summary, write  # noqa: E402
 
 
 def main() -> int:
@@ -59,10 +59,8 @@ def main() -> int:
 
     print(f"zero-shot vs encode-only, {n} CIFAR-10 test images, {args.repeats} rounds")
     res = alternate({"encode_only": encode_only, "zeroshot": zeroshot}, args.repeats, run)
-    ratios = [z / e for z, e in zip(res["zeroshot"], res["encode_only"])]
-    print(f"zero-shot / encode-only images/s: median {summary(ratios)['median']:.3f}")
     write("zeroshot", {"images_per_s": {k: summary(v) for k, v in res.items()},
-                       "ratio_zeroshot_over_encode": summary(ratios),
+                       "ratio_zeroshot_over_encode": paired_ratio(res, "zeroshot", "encode_only"),
                        "setup": {"model": "cloob-rn-tiny", "images": n, "batch": 256, "templates": 18}},
           "python bench/bench_zeroshot.py " + " ".join(sys.argv[1:]))
     return 0

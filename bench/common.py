@@ -43,6 +43,14 @@ def summary(values: list[float]) -> dict:
             "values": values}
 
 
+def paired_ratio(results: dict[str, list], numerator: str, denominator: str) -> dict:
+    """Summary of the per-round ratios numerator/denominator of an :func:`alternate` result, printed."""
+    ratios = [a / b for a, b in zip(results[numerator], results[denominator])]
+    s = summary(ratios)
+    print(f"  {numerator} / {denominator}: median {s['median']:.3f} (min {s['min']:.3f}, max {s['max']:.3f})")
+    return s
+
+
 def alternate(cases: dict, repeats: int, run) -> dict[str, list]:
     """Run every case once per round, rounds repeated (A B A B ...): {case: [result per round]}."""
     out = {name: [] for name in cases}
