@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cloob.hopfield import HopfieldMemory, retrieve
+from cloob.hopfield import HopfieldMemory, mutual_retrieve, retrieve
 from naive import naive_retrieve
 
 
@@ -68,3 +68,57 @@ def test_blockwise_retrieval_values_and_gradients_match_the_loop_formula(monkeyp
         grads.append([state.grad.clone(), stored.grad.clone(), beta.grad.clone()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("block_elements", [1 << 24, 9 * 4])  # one block (merged backward) / blocks of 4 rows
+def test_self_retrieval_gradients_match_the_loop_formula(monkeypatch, block_elements):
+    """retrieve(x, x, beta): the batch as its own memory (U_x, V_y), where x enters both slots."""
+    import cloob.hopfield as H
+
+    monkeypatch.setattr(H, "_BLOCK_ELEMENTS", block_elements)
+    g = torch.Generator().manual_seed(6)
+    x0 = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    weights = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    grads = []
+    for f in (retrieve, naive_retrieve):
+        x = x0.clone().requires_grad_()
+        beta = torch.tensor(2.3, dtype=torch.float64, requires_grad=True)
+        (f(x, x, beta) * weights).sum().backward()
+        grads.append((x.grad, beta.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    x = x0.clone().requires_grad_()
+    beta = torch.tensor(2.3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, b: retrieve(x, x, b), (x, beta))
+
+
+@pytest.mark.parametrize("block_elements", [1 << 24, 6 * 3, 6])  # one block / blocks of 3 rows / of 1 row
+def test_mutual_retrieval_matches_two_loop_retrievals(monkeypatch, block_elements):
+    """mutual_retrieve(a, b) = (retrieve(a, b), retrieve(b, a)): values and all gradients, n ≠ m."""
+    import cloob.hopfield as H
+
+    monkeypatch.setattr(H, "_BLOCK_ELEMENTS", block_elements)
+    g = torch.Generator().manual_seed(7)
+    a0 = torch.randn(8, 5, generator=g, dtype=torch.float64)
+    b0 = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    wa, wb = torch.randn(8, 5, generator=g, dtype=torch.float64), torch.randn(6, 5, generator=g, dtype=torch.float64)
+    results = []
+    for f in (mutual_retrieve, lambda a, b, beta: (naive_retrieve(a, b, beta), naive_retrieve(b, a, beta))):
+        a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+        beta = torch.tensor(1.9, dtype=torch.float64, requires_grad=True)
+        out_a, out_b = f(a, b, beta)
+        ((out_a * wa).sum() + (out_b * wb).sum()).backward()
+        results.append((out_a.detach(), out_b.detach(), a.grad, b.grad, beta.grad))
+    for ours, ref in zip(*results):
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+    beta = torch.tensor(1.9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(mutual_retrieve, (a, b, beta))
+    # only one output used: the other's gradient arrives as zeros
+    mutual_retrieve(a, b, beta)[1].sum().backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+
+
+def test_mutual_retrieval_rejects_mismatched_dims():
+    with pytest.raises(ValueError, match="same d"):
+        mutual_retrieve(torch.randn(2, 3), torch.randn(2, 4), 1.0)

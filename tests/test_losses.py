@@ -67,7 +67,7 @@ def test_gradients_match_the_loop_formula(n, d, inv_tau, beta):
             torch.testing.assert_close(g, r, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("fn", ["info_nce", "info_loob", "clip", "cloob"])
+@pytest.mark.parametrize("fn", ["info_nce", "info_loob", "clip", "infoloob", "cloob"])
 def test_gradcheck_float64(fn):
     x = unit(5, 4, 9).requires_grad_()
     y = unit(5, 4, 10).requires_grad_()
@@ -77,26 +77,36 @@ def test_gradcheck_float64(fn):
         "info_nce": lambda x, y, t, b: info_nce(x, y, t),
         "info_loob": lambda x, y, t, b: info_loob(x, y, t),
         "clip": lambda x, y, t, b: clip_loss(x, y, t),
+        "infoloob": lambda x, y, t, b: contrastive_loss(x, y, t, "infoloob"),
         "cloob": cloob_loss,
     }[fn]
     assert torch.autograd.gradcheck(f, (x, y, t, b))
 
 
-def test_blockwise_path_matches_single_block(monkeypatch):
-    """Row blocks smaller than N (used for large N) give the same value and gradient."""
+@pytest.mark.parametrize("block_rows", [5, 1])
+def test_blockwise_path_matches_the_loop_formula(monkeypatch, block_rows):
+    """Row blocks smaller than N (used for large N; one row: a block whose masked column is all −inf)
+    give the loop formula's value and gradients, for one direction and for both directions of one matrix."""
     import cloob.losses as L
 
     x0, y0 = unit(37, 6, 11), unit(37, 6, 12)
-    results = []
-    for block_elems in (1 << 24, 37 * 5):  # one block, then blocks of 5 rows
-        monkeypatch.setattr(L, "_BLOCK_ELEMENTS", block_elems)
-        x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
-        t = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
-        loss = info_loob(x, y, t) + info_nce(y, x, t)
-        loss.backward()
-        results.append((loss.detach(), x.grad, y.grad, t.grad))
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    cases = [
+        (lambda x, y, t: info_loob(x, y, t) + info_nce(y, x, t),
+         lambda x, y, t: naive_info_loob(x, y, t) + naive_info_nce(y, x, t)),
+        (lambda x, y, t: clip_loss(x, y, t), lambda x, y, t: naive_clip(x, y, t)),
+        (lambda x, y, t: contrastive_loss(x, y, t, "infoloob"), lambda x, y, t: naive_cell(x, y, t, "infoloob", None)),
+    ]
+    monkeypatch.setattr(L, "_BLOCK_ELEMENTS", 37 * block_rows)
+    for ours, ref in cases:
+        results = []
+        for f in (ours, ref):
+            x, y = x0.clone().requires_grad_(), y0.clone().requires_grad_()
+            t = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
+            loss = f(x, y, t)
+            loss.backward()
+            results.append((loss.detach(), x.grad, y.grad, t.grad))
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("n,inv_tau", [(1, 14.3), (8, 14.3), (64, 30.0), (256, 100.0)])

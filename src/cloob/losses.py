@@ -4,10 +4,11 @@ Notation: a batch of N matched pairs; row i of ``anchors`` is matched with row i
 of ``samples``; ``inv_tau`` is the inverse temperature (open_clip's
 ``logit_scale``), a float or a 0-dim tensor (then it receives a gradient).
 
-All one-direction losses go through :func:`_row_logsumexp_loss`, which never
-materialises the N×N logit matrix: it walks over row blocks, keeps only one
-logsumexp per row, and recomputes each block in the backward pass. Memory is
-O(block·N) instead of O(N²), so N = 65,536 fits on a laptop.
+All losses go through :class:`_LogsumexpLoss`, which never materialises the
+N×N logit matrix for large N: it walks over row blocks, keeps one logsumexp
+per row (and per column when both directions share the matrix), and
+recomputes each block in the backward pass. Memory is O(block·N) instead of
+O(N²), so N = 65,536 fits on a laptop.
 
 When a ``torch.distributed`` process group is active, the two-sided losses
 (:func:`clip_loss`, :func:`cloob_loss`, :func:`contrastive_loss`) first
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from cloob.distributed import gather_features, share_gradient
-from cloob.hopfield import retrieve
+from cloob.hopfield import mutual_retrieve, retrieve, softmax_rows_
 
 Scalar = Union[float, torch.Tensor]
 
@@ -64,24 +65,31 @@ def _block_rows(n: int) -> int:
     return max(1, min(n, _BLOCK_ELEMENTS // max(n, 1)))
 
 
-class _RowLogsumexpLoss(torch.autograd.Function):
-    """L = (1/N) Σ_i [ logsumexp_{j∈D(i)} (t·a_iᵀs_j) − t·a_iᵀs_i ].
+class _LogsumexpLoss(torch.autograd.Function):
+    """Rows:    L_r = (1/N) Σ_i [ logsumexp_{j∈D(i)} ℓ_ij − ℓ_ii ],  ℓ = t·A Sᵀ,
+    columns: L_c = (1/N) Σ_j [ logsumexp_{i∈D(j)} ℓ_ij − ℓ_jj ]  (only with ``both``).
 
-    D(i) = all j (InfoNCE) or all j ≠ i (InfoLOOB). Forward and backward both
-    stream over row blocks; the backward recomputes the block's logits from the
-    saved per-row logsumexp instead of storing them. With P the softmax over
-    D(i) and G = (P − I)/N = dL/dlogits:
-      dL/da = t·G s,  dL/ds = t·Gᵀ a,  dL/dt = Σ_i a_iᵀ (G s)_i,
-    so only two matmuls and one exp touch the (rows × N) block.
+    D(i) = all j (InfoNCE) or all j ≠ i (InfoLOOB). L_c is the loss in the other
+    direction (anchors S, samples A) read off the same logits, so the two
+    directions of CLIP cost one Gram matrix instead of two. With P_r, P_c the
+    row and column softmaxes over D and G = (P_r [+ P_c] − kI)/N = dL/dℓ
+    (k = number of directions):
+      dL/da = t·G s,  dL/ds = t·Gᵀ a,  dL/dt = Σ_i a_iᵀ (G s)_i.
+    Forward and backward stream over row blocks and the backward recomputes a
+    block's logits from the saved per-row (and per-column) logsumexp. When the
+    whole matrix is one block, G is kept from the forward pass instead: one
+    matmul less, and it is the common case (N ≤ 4,096).
     """
 
     @staticmethod
-    def forward(ctx, anchors, samples, inv_tau, leave_one_out: bool):
+    def forward(ctx, anchors, samples, inv_tau, leave_one_out: bool, both: bool):
         n = anchors.shape[0]
         rows = _block_rows(n)
         lse = anchors.new_empty(n)
+        col_lse = anchors.new_full((n,), float("-inf")) if both else None
         positive = anchors.new_empty(n)
         samples_t = samples.T
+        kept = anchors.new_empty(0)
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             diag = (torch.arange(stop - start, device=anchors.device), torch.arange(start, stop, device=anchors.device))
@@ -89,41 +97,65 @@ class _RowLogsumexpLoss(torch.autograd.Function):
             positive[start:stop] = logits[diag]
             if leave_one_out:
                 logits[diag] = float("-inf")
+            if rows >= n:  # one block: keep G·N + kI = P_r (+ P_c); a masked positive is exp(−inf) = 0
+                if both:
+                    peak = logits.amax(dim=0)
+                    p_c = (logits - peak).exp_()
+                    total = p_c.sum(dim=0)
+                    p_c.div_(total)
+                    col_lse = peak + total.log()
+                lse[:] = softmax_rows_(logits)
+                kept = logits.add_(p_c) if both else logits
+                break
             lse[start:stop] = torch.logsumexp(logits, dim=1)
-        ctx.save_for_backward(anchors, samples, inv_tau, lse)
-        ctx.leave_one_out = leave_one_out
-        return (lse - positive).mean()
+            if both:
+                # running logsumexp down the columns, one row block at a time
+                torch.logaddexp(col_lse, torch.logsumexp(logits, dim=0), out=col_lse)
+        loss = (lse - positive).mean()
+        if both:
+            loss = loss + (col_lse - positive).mean()
+        ctx.save_for_backward(anchors, samples, inv_tau, lse, col_lse if both else lse.new_empty(0), kept)
+        ctx.leave_one_out, ctx.both, ctx.single = leave_one_out, both, rows >= n
+        return loss
 
     @staticmethod
     def backward(ctx, grad_out):
-        anchors, samples, inv_tau, lse = ctx.saved_tensors
+        anchors, samples, inv_tau, lse, col_lse, kept = ctx.saved_tensors
         n = anchors.shape[0]
-        rows = _block_rows(n)
+        rows = n if ctx.single else _block_rows(n)
+        k = 2.0 if ctx.both else 1.0
         scale = grad_out / n
         need_a, need_s, need_t = ctx.needs_input_grad[:3]
-        g_s = torch.empty_like(anchors)  # (G s) rows, before the factor t
-        g_a = torch.zeros_like(samples) if need_s else None  # Gᵀ a, before the factor t
+        g_s = torch.empty_like(anchors)  # (G s) rows, before the factors t/N
+        g_a = torch.zeros_like(samples) if need_s else None  # Gᵀ a, before the factors t/N
         samples_t = samples.T
         for start in range(0, n, rows):
             stop = min(start + rows, n)
-            diag = (torch.arange(stop - start, device=anchors.device), torch.arange(start, stop, device=anchors.device))
             block = anchors[start:stop]
-            p = ((block * inv_tau) @ samples_t).sub_(lse[start:stop, None]).exp_()
-            if ctx.leave_one_out:
-                p[diag] = 0.0
-            # G = P − I restricted to these rows; the −I part is a row copy, not an N-wide op
-            g_s[start:stop] = p @ samples - samples[start:stop]
+            if ctx.single:
+                p = kept
+            else:
+                logits = (block * inv_tau) @ samples_t
+                if ctx.leave_one_out:
+                    diag = (torch.arange(stop - start, device=anchors.device),
+                            torch.arange(start, stop, device=anchors.device))
+                    logits[diag] = float("-inf")
+                p = (logits - lse[start:stop, None]).exp_()
+                if ctx.both:
+                    p.add_(logits.sub_(col_lse[None, :]).exp_())
+            # the −kI part of G is a row copy, not an N-wide op
+            g_s[start:stop] = torch.addmm(samples[start:stop], p, samples, beta=-k)
             if g_a is not None:
                 g_a.addmm_(p.T, block)
-                g_a[start:stop] -= block
+                g_a[start:stop] -= k * block
         grad_t = (anchors * g_s).sum() * scale if need_t else None
         grad_a = g_s * (scale * inv_tau) if need_a else None
         grad_s = g_a * (scale * inv_tau) if need_s else None
-        return grad_a, grad_s, grad_t, None
+        return grad_a, grad_s, grad_t, None, None
 
 
-def _row_logsumexp_loss(anchors, samples, inv_tau: Scalar, leave_one_out: bool) -> torch.Tensor:
-    return _RowLogsumexpLoss.apply(anchors, samples, _as_tensor(inv_tau, anchors), leave_one_out)
+def _logsumexp_loss(anchors, samples, inv_tau: Scalar, leave_one_out: bool, both: bool = False) -> torch.Tensor:
+    return _LogsumexpLoss.apply(anchors, samples, _as_tensor(inv_tau, anchors), leave_one_out, both)
 
 
 def info_nce(anchors: torch.Tensor, samples: torch.Tensor, inv_tau: Scalar) -> torch.Tensor:
@@ -139,7 +171,7 @@ def info_nce(anchors: torch.Tensor, samples: torch.Tensor, inv_tau: Scalar) -> t
         0-dim tensor, the mean over the N anchors.
     """
     _check_pairs(anchors, samples, min_n=1)
-    return _row_logsumexp_loss(anchors, samples, inv_tau, leave_one_out=False)
+    return _logsumexp_loss(anchors, samples, inv_tau, leave_one_out=False)
 
 
 def info_loob(anchors: torch.Tensor, samples: torch.Tensor, inv_tau: Scalar) -> torch.Tensor:
@@ -161,7 +193,7 @@ def info_loob(anchors: torch.Tensor, samples: torch.Tensor, inv_tau: Scalar) -> 
         ValueError: N < 2 (an anchor would have no negative).
     """
     _check_pairs(anchors, samples, min_n=2)
-    return _row_logsumexp_loss(anchors, samples, inv_tau, leave_one_out=True)
+    return _logsumexp_loss(anchors, samples, inv_tau, leave_one_out=True)
 
 
 def hopfield_pairs(image_features: torch.Tensor, text_features: torch.Tensor, beta: Scalar):
@@ -179,10 +211,9 @@ def hopfield_pairs(image_features: torch.Tensor, text_features: torch.Tensor, be
     """
     x, y = image_features, text_features
     U_x = F.normalize(retrieve(x, x, beta), dim=-1)
-    U_y = F.normalize(retrieve(y, x, beta), dim=-1)
-    V_x = F.normalize(retrieve(x, y, beta), dim=-1)
+    U_y, V_x = mutual_retrieve(y, x, beta)  # one Gram matrix y·xᵀ for both
     V_y = F.normalize(retrieve(y, y, beta), dim=-1)
-    return U_x, U_y, V_x, V_y
+    return U_x, F.normalize(U_y, dim=-1), F.normalize(V_x, dim=-1), V_y
 
 
 def contrastive_loss(
@@ -226,10 +257,11 @@ def contrastive_loss(
         hopfield_beta = share_gradient(hopfield_beta)
     _check_pairs(image_features, text_features, min_n=2 if objective == "infoloob" else 1)
     if hopfield_beta is None:
-        pairs = ((image_features, text_features), (text_features, image_features))
-    else:
-        U_x, U_y, V_x, V_y = hopfield_pairs(image_features, text_features, hopfield_beta)
-        pairs = ((U_x, U_y), (V_y, V_x))
+        # (x, y) and (y, x) are the rows and the columns of one logit matrix
+        both = _logsumexp_loss(image_features, text_features, inv_tau, objective == "infoloob", both=True)
+        return 0.5 * both if objective == "infonce" else both / inv_tau
+    U_x, U_y, V_x, V_y = hopfield_pairs(image_features, text_features, hopfield_beta)
+    pairs = ((U_x, U_y), (V_y, V_x))
     if objective == "infonce":
         return 0.5 * (info_nce(*pairs[0], inv_tau) + info_nce(*pairs[1], inv_tau))
     return (info_loob(*pairs[0], inv_tau) + info_loob(*pairs[1], inv_tau)) / inv_tau
