@@ -21,11 +21,47 @@ def fmt(s: dict, digits: int = 2) -> str:
     return f"{s['median']:.{digits}f} (min {s['min']:.{digits}f}, max {s['max']:.{digits}f}, n={s['n']})"
 
 
+def verdict(name: str, r: dict) -> str:
+    """Met / not met, computed from the measured figures (never written by hand)."""
+    if name == "train":
+        q = r["ratio_cloob_over_open_clip"]
+        ok = q["median"] >= 1.25 and q["min"] >= 1.0
+        return f"median {q['median']:.2f}× (min {q['min']:.2f}×)", ok
+    if name == "step":
+        qs = {k[6:]: v["ratio_cloob_over_clip"]["median"] for k, v in r.items() if k.startswith("batch_")}
+        return ", ".join(f"{q:.3f}× at {b}" for b, q in qs.items()), all(q <= 1.10 for q in qs.values())
+    if name == "loss":
+        rows = {(x["impl"], x["n"]): x for x in r["rows"] if "seconds" in x}
+        big = rows.get(("cloob", 32768))
+        diffs = [x["max_abs_diff_vs_dense"] for x in rows.values() if x.get("max_abs_diff_vs_dense") is not None]
+        c, k = rows.get(("cloob", 4096)), rows.get(("clip", 4096))
+        ratio = c["seconds"] / k["seconds"] if c and k else float("nan")
+        parts = [f"N = 32,768 peak {big['peak_mib']:.0f} MiB" if big else "N = 32,768 not measured",
+                 f"max diff vs dense {max(diffs):.1e}" if diffs else "no dense comparison",
+                 f"cloob / clip at 4,096: {ratio:.2f}×"]
+        checks = {"memory": bool(big) and big["peak_mib"] <= 4096, "equal": bool(diffs) and max(diffs) <= 1e-5,
+                  "time": ratio <= 1.5}
+        missed = [k for k, v in checks.items() if not v]
+        return "; ".join(parts) + (f" (missed: {', '.join(missed)})" if missed else ""), not missed
+    if name == "zeroshot":
+        q = r["ratio_zeroshot_over_encode"]["median"]
+        return f"{q:.3f}×", q >= 0.9
+    if name == "data":
+        best = {}
+        for x in r["rows"]:
+            best[x["source"]] = max(best.get(x["source"], 0), x["ratio_to_consumption"])
+        return ", ".join(f"{s}: {q:.1f}×" for s, q in best.items()) + " (best worker count)", \
+            all(q >= 3 for q in best.values())
+    raise KeyError(name)
+
+
 def section(name: str, r: dict) -> list[str]:
     m = r["machine"]
     out = [f"## {name}", "", f"Target: {TARGETS[name]}.", "", f"Command: `{r['command']}`  ",
            f"Measured {m['date']} at commit {m['commit']}: torch {m['torch']}, open_clip {m['open_clip']}, "
            f"{m['nproc']} CPUs ({m['cpu']}), {m['threads']} threads.", ""]
+    text, ok = verdict(name, r)
+    out += [f"**Target {'met' if ok else 'NOT met'}:** {text}.", ""]
     if name == "train":
         out += ["| trainer | steady pairs/s (median, min, max over rounds) |", "| --- | --- |"]
         out += [f"| {k} | {fmt(v, 1)} |" for k, v in r["pairs_per_s"].items()]
@@ -46,10 +82,25 @@ def section(name: str, r: dict) -> list[str]:
                 diff = row["max_abs_diff_vs_dense"]
                 out.append(f"| {row['n']} | {row['impl']} | {row['seconds']:.3f} | {row['peak_mib']:.0f} | "
                            f"{'—' if diff is None else f'{diff:.1e}'} |")
+        if r.get("profiles"):
+            out += ["", f"torch.profiler over one fwd+bwd at N = {r['profile_n']} (time in units of one "
+                        f"N×512×N float32 matmul on this machine):", "",
+                    "| loss | fwd+bwd s | = matmuls | matmul calls | s in matmuls | largest ops (calls, self s) |",
+                    "| --- | --- | --- | --- | --- | --- |"]
+            for impl, p in r["profiles"].items():
+                if "error" in p:
+                    out.append(f"| {impl} | — | — | — | — | {p['error']} |")
+                    continue
+                top = "; ".join(f"{k} ({c}, {t:.3f})" for k, c, t in p["top_ops"][:4])
+                out.append(f"| {impl} | {p['total_s']:.3f} | {p['matmul_equivalents']:.1f} | {p['matmul_calls']} | "
+                           f"{p['matmul_s']:.3f} | {top} |")
     elif name == "zeroshot":
         out += ["| path | images/s |", "| --- | --- |"]
         out += [f"| {k} | {fmt(v, 1)} |" for k, v in r["images_per_s"].items()]
         out += ["", f"**zero-shot / encode-only: {fmt(r['ratio_zeroshot_over_encode'], 3)}**"]
+        if "ratio_zeroshot_over_model_only" in r:
+            out += ["", f"zero-shot / model-only (images already decoded in memory; not the target): "
+                        f"{fmt(r['ratio_zeroshot_over_model_only'], 3)}"]
     elif name == "data":
         out += [f"Training consumes {r['consumption_pairs_per_s']} pairs/s.", "",
                 "| source | workers | pairs/s | × consumption |", "| --- | --- | --- | --- |"]
