@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ROOT, THREADS, steady, write  # noqa: E402
+from common import ROOT, THREADS, scenes_data, steady, write  # noqa: E402
 
 BATCH = 256
 
@@ -74,10 +74,7 @@ def main() -> int:
 
     torch.set_num_threads(THREADS)
     from bench_train import prepare
-    from cloob.data.scenes import generate_scenes
-
-    scenes = ROOT / "data-cache" / "scenes-bench"
-    generate_scenes(scenes, n=BATCH * 30, size=64, seed=0, n_eval=100)
+    scenes = scenes_data(BATCH * 30)
     tsv = prepare(ROOT / "data-cache" / "bench-train", 7680)
     sources = {"scenes (uint8 memmap)": f"scenes:{scenes}", "cifar10 captions (tar JPEG)": "cifar10-captions:",
                "TSV of JPEG files": str(tsv)}

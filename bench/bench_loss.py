@@ -4,7 +4,7 @@ dense form (full N×N matrices, method.md §1 read literally), d = 512, float32.
 Each case runs in a fresh process; peak memory = ru_maxrss after the work minus before.
 Where the dense form runs, the memory-efficient result is checked against it (1e-5).
 
-    python bench/bench_loss.py [--sizes 256,1024,4096,16384,32768] [--dense-max 8192] [--profile-n 4096]
+    python bench/bench_loss.py [--sizes 256,1024,4096,8192,16384,32768] [--dense-max 8192] [--profile-n 4096]
 
 A torch.profiler breakdown at --profile-n says where the time of clip_loss and
 cloob_loss goes (matmul calls and their share, in units of one N×512×N matmul).
@@ -114,9 +114,10 @@ def run_case(impl: str, n: int, reps: int, check: bool) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="256,1024,4096,16384,32768")
+    ap.add_argument("--sizes", default="256,1024,4096,8192,16384,32768")
     ap.add_argument("--dense-max", type=int, default=8192, help="largest N for the dense form (memory)")
     ap.add_argument("--profile-n", type=int, default=4096, help="N of the torch.profiler breakdown (0: none)")
+    ap.add_argument("--out", default="loss", help="results name: bench/results/<out>.json (the report reads 'loss')")
     args = ap.parse_args()
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
@@ -136,7 +137,7 @@ def main() -> int:
             print(f"  profile N={args.profile_n} {impl}: {p.get('total_s', 0):.3f} s = "
                   f"{p.get('matmul_equivalents', 0):.1f} matmuls; {p.get('matmul_calls')} mm calls, "
                   f"{p.get('matmul_s', 0):.3f} s in them", flush=True)
-    write("loss", {"rows": rows, "profile_n": args.profile_n, "profiles": profiles, "setup": {"d": 512, "dtype": "float32", "inv_tau": 30, "beta": 14.3}},
+    write(args.out, {"rows": rows, "profile_n": args.profile_n, "profiles": profiles, "setup": {"d": 512, "dtype": "float32", "inv_tau": 30, "beta": 14.3}},
           "python bench/bench_loss.py " + " ".join(sys.argv[1:]))
     return 0
 

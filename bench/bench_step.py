@@ -1,6 +1,6 @@
 """Benchmark 2: CLOOB vs CLIP step time in `cloob train`, same model, batch 256 and 1,024.
 
-cloob-rn-tiny on the built-in scenes data (generated once into data-cache/scenes-bench),
+cloob-rn-tiny on the built-in scenes data (generated once into data-cache/scenes-bench-<n>),
 fp32, 2 threads, 0 data workers; steady-state seconds per step from metrics.jsonl.
 
     python bench/bench_step.py [--repeats 3] [--steps 30]
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ENV, ROOT, alternate, paired_ratio, python, steady, summary, write  # noqa: E402
+from common import ENV, alternate, paired_ratio, python, scenes_data, steady, summary, write  # noqa: E402
 
 
 def run_train(method: str, batch: int, steps: int, data: Path, run_dir: Path) -> float:
@@ -38,11 +38,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batches", default="256,1024")
     args = ap.parse_args()
-    from cloob.data.scenes import generate_scenes
-
     batches = [int(b) for b in args.batches.split(",")]
-    data = ROOT / "data-cache" / "scenes-bench"
-    generate_scenes(data, n=max(batches) * args.steps, size=64, seed=0, n_eval=100)
+    data = scenes_data(max(batches) * args.steps)
     tmp = Path(tempfile.mkdtemp(prefix="cloob-bench-"))
     counter = iter(range(10**6))
     payload = {"setup": {"model": "cloob-rn-tiny", "steps": args.steps, "workers": 0, "precision": "fp32"}}

@@ -71,5 +71,14 @@ def write(name: str, payload: dict, command: str) -> Path:
     return path
 
 
+def scenes_data(n: int) -> Path:
+    """The built-in scenes (64 px, seed 0) with n training pairs, generated once into data-cache/scenes-bench-<n>."""
+    from cloob.data.scenes import generate_scenes
+
+    out = ROOT / "data-cache" / f"scenes-bench-{n}"
+    generate_scenes(out, n=n, size=64, seed=0, n_eval=100)
+    return out
+
+
 def python() -> str:
     return sys.executable
