@@ -57,7 +57,7 @@ def verdict(name: str, r: dict) -> str:
 
 def section(name: str, r: dict) -> list[str]:
     m = r["machine"]
-    out = [f"## {name}", "", f"Target: {TARGETS[name]}.", "", f"Command: `{r['command']}`  ",
+    out = [f"## {name}", "", f"Target: {TARGETS[name]}.", "", f"Command: `{r['command'].strip()}`  ",
            f"Measured {m['date']} at commit {m['commit']}: torch {m['torch']}, open_clip {m['open_clip']}, "
            f"{m['nproc']} CPUs ({m['cpu']}), {m['threads']} threads.", ""]
     text, ok = verdict(name, r)
@@ -83,17 +83,17 @@ def section(name: str, r: dict) -> list[str]:
                 out.append(f"| {row['n']} | {row['impl']} | {row['seconds']:.3f} | {row['peak_mib']:.0f} | "
                            f"{'—' if diff is None else f'{diff:.1e}'} |")
         if r.get("profiles"):
-            out += ["", f"torch.profiler over one fwd+bwd at N = {r['profile_n']} (time in units of one "
-                        f"N×512×N float32 matmul on this machine):", "",
-                    "| loss | fwd+bwd s | = matmuls | matmul calls | s in matmuls | largest ops (calls, self s) |",
-                    "| --- | --- | --- | --- | --- | --- |"]
+            out += ["", f"torch.profiler over one fwd+bwd at N = {r['profile_n']}, d = 512:", "",
+                    "| loss | fwd+bwd s | matmul calls | s in matmuls (share) | s per matmul call | largest other ops "
+                    "(calls, self s) |", "| --- | --- | --- | --- | --- | --- |"]
             for impl, p in r["profiles"].items():
                 if "error" in p:
                     out.append(f"| {impl} | — | — | — | — | {p['error']} |")
                     continue
-                top = "; ".join(f"{k} ({c}, {t:.3f})" for k, c, t in p["top_ops"][:4])
-                out.append(f"| {impl} | {p['total_s']:.3f} | {p['matmul_equivalents']:.1f} | {p['matmul_calls']} | "
-                           f"{p['matmul_s']:.3f} | {top} |")
+                other = [(k, c, t) for k, c, t in p["top_ops"] if k not in ("aten::mm", "aten::addmm", "aten::addmm_")]
+                top = "; ".join(f"{k} ({c}, {t:.3f})" for k, c, t in other[:3])
+                out.append(f"| {impl} | {p['total_s']:.3f} | {p['matmul_calls']} | {p['matmul_s']:.3f} "
+                           f"({p['matmul_s'] / p['total_s']:.0%}) | {p['matmul_s'] / p['matmul_calls']:.3f} | {top} |")
     elif name == "zeroshot":
         out += ["| path | images/s |", "| --- | --- |"]
         out += [f"| {k} | {fmt(v, 1)} |" for k, v in r["images_per_s"].items()]
