@@ -14,17 +14,22 @@ Scalar = Union[float, torch.Tensor]
 _BLOCK_ELEMENTS = 1 << 24
 
 
-def softmax_rows_(s: torch.Tensor) -> torch.Tensor:
-    """In place: (n, m) scores -> their row softmax; returns the (n,) row logsumexps.
+def softmax_(s: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """In place: (n, m) scores -> their softmax along ``dim``; returns the logsumexps along ``dim``.
 
     Same result as ``torch.logsumexp`` then ``exp(s − lse)``, without the N×N
     temporaries those allocate (a fresh 64 MiB tensor costs more than the exp).
     """
-    peak = s.amax(dim=1, keepdim=True)
+    peak = s.amax(dim=dim, keepdim=True)
     s.sub_(peak).exp_()
-    total = s.sum(dim=1, keepdim=True)
+    total = s.sum(dim=dim, keepdim=True)
     s.div_(total)
-    return (peak + total.log()).squeeze(1)
+    return (peak + total.log()).squeeze(dim)
+
+
+def _block_rows(n: int, m: int) -> int:
+    """Rows per block of an (n, m) score matrix: at most _BLOCK_ELEMENTS elements, at least one row."""
+    return max(1, min(n, _BLOCK_ELEMENTS // max(m, 1)))
 
 
 class _Retrieve(torch.autograd.Function):
@@ -40,14 +45,14 @@ class _Retrieve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state, stored, beta):
         n, m = state.shape[0], stored.shape[0]
-        rows = max(1, min(n, _BLOCK_ELEMENTS // max(m, 1)))
+        rows = _block_rows(n, m)
         out = torch.empty_like(state)
         lse = state.new_empty(n)
         kept = None
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             p = (state[start:stop] * beta) @ stored.T
-            lse[start:stop] = softmax_rows_(p)
+            lse[start:stop] = softmax_(p)
             out[start:stop] = p @ stored
             if rows >= n:
                 kept = p
@@ -124,7 +129,7 @@ class _MutualRetrieve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, beta):
         n, m = a.shape[0], b.shape[0]
-        rows = max(1, min(n, _BLOCK_ELEMENTS // max(m, 1)))
+        rows = _block_rows(n, m)
         out_a = torch.empty_like(a)
         lse_a = a.new_empty(n)
         col_max = a.new_full((m,), float("-inf"))
@@ -141,11 +146,10 @@ class _MutualRetrieve(torch.autograd.Function):
             acc_b.mul_(rescale[:, None]).addmm_(e.T, blk)
             col_sum.mul_(rescale).add_(e.sum(dim=0))
             col_max = new_max
-            lse_a[start:stop] = softmax_rows_(s)
-            p = s
-            out_a[start:stop] = p @ b
+            lse_a[start:stop] = softmax_(s)  # s is now P_r
+            out_a[start:stop] = s @ b
             if rows >= n:
-                kept = (p, e.div_(col_sum[None, :]))
+                kept = (s, e.div_(col_sum[None, :]))
         out_b = acc_b.div_(col_sum[:, None])
         lse_b = col_max + col_sum.log()
         ctx.save_for_backward(a, b, beta, lse_a, lse_b, out_a, out_b, *kept)

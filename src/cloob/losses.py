@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from cloob.distributed import gather_features, share_gradient
-from cloob.hopfield import mutual_retrieve, retrieve, softmax_rows_
+from cloob.hopfield import mutual_retrieve, retrieve, softmax_
 
 Scalar = Union[float, torch.Tensor]
 
@@ -99,12 +99,9 @@ class _LogsumexpLoss(torch.autograd.Function):
                 logits[diag] = float("-inf")
             if rows >= n:  # one block: keep G·N + kI = P_r (+ P_c); a masked positive is exp(−inf) = 0
                 if both:
-                    peak = logits.amax(dim=0)
-                    p_c = (logits - peak).exp_()
-                    total = p_c.sum(dim=0)
-                    p_c.div_(total)
-                    col_lse = peak + total.log()
-                lse[:] = softmax_rows_(logits)
+                    p_c = logits.clone()
+                    col_lse = softmax_(p_c, dim=0)
+                lse[:] = softmax_(logits)
                 kept = logits.add_(p_c) if both else logits
                 break
             lse[start:stop] = torch.logsumexp(logits, dim=1)
