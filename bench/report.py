@@ -21,7 +21,7 @@ def fmt(s: dict, digits: int = 2) -> str:
     return f"{s['median']:.{digits}f} (min {s['min']:.{digits}f}, max {s['max']:.{digits}f}, n={s['n']})"
 
 
-def verdict(name: str, r: dict) -> str:
+def verdict(name: str, r: dict) -> tuple[str, bool]:
     """Met / not met, computed from the measured figures (never written by hand)."""
     if name == "train":
         q = r["ratio_cloob_over_open_clip"]
@@ -34,14 +34,14 @@ def verdict(name: str, r: dict) -> str:
         rows = {(x["impl"], x["n"]): x for x in r["rows"] if "seconds" in x}
         big = rows.get(("cloob", 32768))
         diffs = [x["max_abs_diff_vs_dense"] for x in rows.values() if x.get("max_abs_diff_vs_dense") is not None]
-        c, k = rows.get(("cloob", 4096)), rows.get(("clip", 4096))
-        ratio = c["seconds"] / k["seconds"] if c and k else float("nan")
+        cloob, clip = rows.get(("cloob", 4096)), rows.get(("clip", 4096))
+        ratio = cloob["seconds"] / clip["seconds"] if cloob and clip else float("nan")
         parts = [f"N = 32,768 peak {big['peak_mib']:.0f} MiB" if big else "N = 32,768 not measured",
                  f"max diff vs dense {max(diffs):.1e}" if diffs else "no dense comparison",
                  f"cloob / clip at 4,096: {ratio:.2f}×"]
         checks = {"memory": bool(big) and big["peak_mib"] <= 4096, "equal": bool(diffs) and max(diffs) <= 1e-5,
                   "time": ratio <= 1.5}
-        missed = [k for k, v in checks.items() if not v]
+        missed = [check for check, ok in checks.items() if not ok]
         return "; ".join(parts) + (f" (missed: {', '.join(missed)})" if missed else ""), not missed
     if name == "zeroshot":
         q = r["ratio_zeroshot_over_encode"]["median"]
@@ -50,8 +50,8 @@ def verdict(name: str, r: dict) -> str:
         best = {}
         for x in r["rows"]:
             best[x["source"]] = max(best.get(x["source"], 0), x["ratio_to_consumption"])
-        return ", ".join(f"{s}: {q:.1f}×" for s, q in best.items()) + " (best worker count)", \
-            all(q >= 3 for q in best.values())
+        text = ", ".join(f"{s}: {q:.1f}×" for s, q in best.items()) + " (best worker count)"
+        return text, all(q >= 3 for q in best.values())
     raise KeyError(name)
 
 
