@@ -259,9 +259,9 @@ def _nan_on(steps_to_poison):
 
 
 def test_non_finite_steps_are_skipped_and_counted(scenes, tmp_path, monkeypatch):
-    from cloob.train import loop
+    from cloob.train import loop, step
 
-    monkeypatch.setattr(loop, "method_loss", _nan_on({2, 3}))
+    monkeypatch.setattr(step, "method_loss", _nan_on({2, 3}))
     cfg = build_config(None, base_args(scenes, tmp_path / "run", max_steps=5))
     summary = loop.train(cfg, log=lambda *_: None)
     assert summary["skipped_steps"] == 2 and summary["step"] == 5
@@ -272,9 +272,9 @@ def test_non_finite_steps_are_skipped_and_counted(scenes, tmp_path, monkeypatch)
 
 def test_too_many_consecutive_non_finite_steps_stop_the_run_and_keep_the_last_good_checkpoint(
         scenes, tmp_path, monkeypatch):
-    from cloob.train import loop
+    from cloob.train import loop, step
 
-    monkeypatch.setattr(loop, "method_loss", _nan_on(set(range(4, 100))))
+    monkeypatch.setattr(step, "method_loss", _nan_on(set(range(4, 100))))
     cfg = build_config(None, base_args(scenes, tmp_path / "run", max_steps=20, save_every=2, max_skips=3))
     with pytest.raises(loop.TrainingDiverged, match="3 consecutive non-finite steps"):
         loop.train(cfg, log=lambda *_: None)

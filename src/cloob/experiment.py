@@ -106,7 +106,7 @@ def _prepare_cifar10_holdout(opts: dict) -> None:
     import tarfile
 
     from cloob.data.cifar10 import open_cifar10
-    from cloob.train.loop import _split_validation  # the one definition of the hold-out
+    from cloob.train.run import split_validation  # the one definition of the hold-out
 
     _no_unknown(opts, ("out", "fraction", "seed", "path"), "prepare cifar10_holdout")
     out = Path(opts["out"])
@@ -116,7 +116,7 @@ def _prepare_cifar10_holdout(opts: dict) -> None:
     if out.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == params:
         return
     train = open_cifar10(opts.get("path"), "train")
-    _, held = _split_validation(list(range(len(train))), fraction, seed)
+    _, held = split_validation(list(range(len(train))), fraction, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     with open(train.path, "rb") as src, tarfile.open(tmp, "w") as tar:
@@ -367,8 +367,6 @@ def _fmt(seconds: float) -> str:
 def run_experiment(grid_file: str, parallel: int | None = None, dry_run: bool = False, only: str | None = None,
                    argv: list[str] | None = None) -> int:
     """Run (or resume) every cell of a grid, then compare and report. Returns an exit code."""
-    from cloob.cli import main as cli_main
-
     t_start = time.perf_counter()
     g = load_grid(grid_file)
     cells = expand(g)
@@ -433,19 +431,7 @@ def run_experiment(grid_file: str, parallel: int | None = None, dry_run: bool = 
                "cells": [{"name": c.name, **{key: (round(v, 2) if isinstance(v, float) else v)
                                              for key, v in results[c.name].items()}} for c in cells]}
     if finished:
-        cmp = g["compare"]
-        args = ["compare", *[c.dir for c in finished], "--out", out / "compare"]
-        if cmp.get("baseline"):
-            args += ["--baseline", cmp["baseline"]]
-        for m in cmp.get("metric") or []:
-            args += ["--metric", m]
-        if "alpha" in cmp:
-            args += ["--alpha", cmp["alpha"]]
-        if cmp.get("group_by"):
-            args += ["--group-by", cmp["group_by"]]
-        summary["compare_exit"] = cli_main([str(a) for a in args])
-        summary["report_exit"] = cli_main(["report", *[str(c.dir) for c in finished], "--out",
-                                           str(out / "report.html"), "--title", g["name"]])
+        summary["compare_exit"], summary["report_exit"] = compare_and_report(g, [c.dir for c in finished], out)
         if g.get("select"):
             try:
                 summary["best"] = str(select(g, cells, g["select"]))
@@ -459,6 +445,33 @@ def run_experiment(grid_file: str, parallel: int | None = None, dry_run: bool = 
           f"{'; not finished: ' + ', '.join(failed) if failed else ''}\n"
           f"compare: {out / 'compare'}\nreport: {out / 'report.html'}", flush=True)
     return 1 if failed or summary.get("compare_exit") or summary.get("report_exit") else 0
+
+
+def compare_and_report(g: dict, run_dirs: list[Path], out: Path) -> tuple[int, int]:
+    """``<out>/compare/`` (Welch tables) and ``<out>/report.html`` of the finished cells; (compare, report) exit codes."""
+    from cloob.analysis.runs import RunError
+    from cloob.evals.compare import compare_runs, to_markdown
+    from cloob.report import write_report
+
+    cmp = g["compare"]
+    codes = []
+    try:
+        result = compare_runs([str(d) for d in run_dirs], out / "compare", group_by=cmp.get("group_by") or "method",
+                              baseline=cmp.get("baseline"), metrics=cmp.get("metric") or None,
+                              alpha=float(cmp.get("alpha", 0.05)))
+        print(to_markdown(result))
+        print(f"wrote {out / 'compare' / 'compare.md'}, compare.csv, compare.json ({len(result['runs'])} runs)")
+        codes.append(0)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: compare: {e}", file=sys.stderr)
+        codes.append(2)
+    try:
+        print(f"wrote {write_report(run_dirs, out / 'report.html', title=g['name'])}")
+        codes.append(0)
+    except (RunError, FileNotFoundError, ValueError) as e:
+        print(f"error: report: {e}", file=sys.stderr)
+        codes.append(2)
+    return codes[0], codes[1]
 
 
 # ------------------------------------------------------------------ tuning

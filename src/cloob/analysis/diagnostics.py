@@ -18,37 +18,10 @@ import math
 import numpy as np
 import torch
 
-CHUNK_BYTES = 128 * 2**20
-
-
-def as_tensor(a, dtype=None) -> torch.Tensor:
-    """numpy array / tensor / nested list -> torch tensor (no copy when possible)."""
-    t = a.detach() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
-    if dtype is not None:
-        t = t.to(dtype)
-    elif not t.is_floating_point():
-        t = t.to(torch.float64)
-    return t
-
-
-def _matrix(a, name: str) -> torch.Tensor:
-    t = as_tensor(a)
-    if t.ndim != 2 or t.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty (n, d) matrix, got shape {tuple(t.shape)}")
-    return t
-
-
-def _unit(t: torch.Tensor, normalize: bool) -> torch.Tensor:
-    return torch.nn.functional.normalize(t, dim=1) if normalize else t
-
-
-def chunk_rows(n: int, chunk: int | None = None) -> int:
-    """Rows per chunk: ``chunk`` if given, else as many as fit ``CHUNK_BYTES`` of float64 against ``n`` columns."""
-    if chunk is not None:
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
-        return int(chunk)
-    return max(1, min(n, CHUNK_BYTES // (8 * max(n, 1))))
+# the pair helpers and the saturation terms live one layer down: training logs them too
+from cloob.embedding_stats import CHUNK_BYTES, as_tensor, chunk_rows, saturation_terms  # noqa: F401
+from cloob.embedding_stats import as_matrix as _matrix, check_pairs as _check_pairs, cross_rows as _cross_rows
+from cloob.embedding_stats import unit_rows as _unit
 
 
 # ---------------------------------------------------------------- eigenvalues
@@ -169,24 +142,6 @@ def uniformity(x, t: float = 2.0, chunk: int | None = None, normalize: bool = Tr
 
 # ---------------------------------------------------------------- similarities
 
-def _cross_rows(x: torch.Tensor, y: torch.Tensor, step: int):
-    """Yield (s, e, x[s:e] @ y.T with the matched entries (i, i) at [i - s, i])."""
-    n = x.shape[0]
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        yield s, e, (x[s:e] @ y.T).to(torch.float64)
-
-
-def _check_pairs(x, y, normalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    x = _unit(_matrix(x, "x"), normalize)
-    y = _unit(_matrix(y, "y"), normalize)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    if x.shape[0] < 2:
-        raise ValueError("need at least 2 pairs")
-    return x, y.to(x.dtype)
-
-
 def similarity_distributions(x, y, k: int = 10, chunk: int | None = None,
                              normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarity of each anchor x_i to its match y_i and to its k most similar non-matches.
@@ -205,36 +160,3 @@ def similarity_distributions(x, y, k: int = 10, chunk: int | None = None,
         sim[idx, idx + s] = -math.inf
         tops.append(sim.topk(k, dim=1).values)
     return matched.cpu().numpy(), torch.cat(tops).cpu().numpy()
-
-
-def saturation_terms(x, y, inv_tau: float, chunk: int | None = None, normalize: bool = True) -> dict:
-    """The alignment score a and uniformity penalty b of InfoNCE and InfoLOOB (anchors x).
-
-        log a_i = inv_tau·x_iᵀy_i        log b_i = log Σ_{j≠i} exp(inv_tau·x_iᵀy_j)
-
-    Returns a dict:
-        log_a, log_b (n,) numpy arrays, per sample;
-        mean_log_a, mean_log_b: their means (what training logs as ``log_a``/``log_b``);
-        infonce_term: mean a/(a+b) = mean sigmoid(log a − log b)  (saturates at 1);
-        infoloob_term: mean a/b = exp(logsumexp(log a − log b) − log n)  (does not saturate).
-    """
-    x, y = _check_pairs(x, y, normalize)
-    n = x.shape[0]
-    inv_tau = float(inv_tau)
-    log_a = inv_tau * (x.to(torch.float64) * y.to(torch.float64)).sum(1)
-    log_b = []
-    for s, e, sim in _cross_rows(x, y, chunk_rows(n, chunk)):
-        idx = torch.arange(e - s, device=sim.device)
-        logits = sim.mul_(inv_tau)
-        logits[idx, idx + s] = -math.inf
-        log_b.append(torch.logsumexp(logits, dim=1))
-    log_b = torch.cat(log_b)
-    diff = log_a - log_b
-    return {
-        "log_a": log_a.cpu().numpy(),
-        "log_b": log_b.cpu().numpy(),
-        "mean_log_a": float(log_a.mean()),
-        "mean_log_b": float(log_b.mean()),
-        "infonce_term": float(torch.sigmoid(diff).mean()),
-        "infoloob_term": float(torch.exp(torch.logsumexp(diff, 0) - math.log(n))),
-    }

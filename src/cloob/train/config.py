@@ -34,7 +34,7 @@ class TrainConfig:
     # model
     model: str = "cloob-rn-tiny"
     model_config: typing.Optional[str] = None  # extra open_clip model JSON, registered under its file stem
-    pretrained: typing.Optional[str] = None  # local open_clip checkpoint file
+    pretrained: typing.Optional[str] = None  # local open_clip weights file, or a cloob run/checkpoint dir (weights only)
     lock_image: bool = False
     lock_text: bool = False
     # objective
@@ -43,6 +43,12 @@ class TrainConfig:
     learn_inv_tau: typing.Optional[bool] = None  # default: learned for clip, fixed otherwise
     hopfield_beta: typing.Optional[float] = None  # default 14.3 for Hopfield methods
     learn_hopfield_beta: bool = False
+    # recipes against the early collapse of the Hopfield methods (README, "CLOOB at small budgets")
+    inv_tau_start: typing.Optional[float] = None  # ramp inv_tau from this value to inv_tau (not learned then)
+    inv_tau_ramp: float = 0.0  # fraction of the run the inv_tau ramp takes (geometric)
+    hopfield_beta_start: typing.Optional[float] = None  # ramp beta from this value to hopfield_beta
+    hopfield_beta_ramp: float = 0.0  # fraction of the run the beta ramp takes (geometric)
+    clip_warm_start: float = 0.0  # fraction of the run trained with CLIP's loss before the method's own
     # data
     train_data: str = ""
     val_data: typing.Optional[str] = None
@@ -66,6 +72,7 @@ class TrainConfig:
     beta2: float = 0.999
     eps: float = 1e-8
     warmup_steps: int = 0
+    warmup_fraction: typing.Optional[float] = None  # warm-up as a fraction of the run; replaces warmup_steps
     schedule: str = "cosine"
     restart_steps: typing.Optional[int] = None  # cycle length of cosine-restarts
     min_lr: float = 0.0
@@ -81,6 +88,7 @@ class TrainConfig:
     keep_last: int = 3
     resume: typing.Optional[str] = None  # auto | checkpoint dir
     max_skips: int = 5  # consecutive non-finite steps before stopping
+    collapse_warn_steps: int = 10  # warn once when the loss sits at its collapsed value this many steps; 0 = off
     zeroshot: typing.List[str] = field(default_factory=list)  # labelled eval specs for zero-shot during training
     progress: bool = True
 
@@ -94,11 +102,14 @@ class TrainConfig:
         if cfg.inv_tau is None:
             cfg.inv_tau = 1 / 0.07 if cfg.method == "clip" else 30.0
         if cfg.learn_inv_tau is None:
-            cfg.learn_inv_tau = cfg.method == "clip"
+            cfg.learn_inv_tau = cfg.method == "clip" and cfg.inv_tau_start is None
         if hopfield and cfg.hopfield_beta is None:
             cfg.hopfield_beta = 14.3
         if not hopfield:
             cfg.hopfield_beta = None
+            if cfg.hopfield_beta_start is not None:
+                raise ConfigError(f"hopfield_beta_start needs a Hopfield method (cloob, infonce-hopfield), "
+                                  f"not {cfg.method!r}")
         if not cfg.train_data:
             raise ConfigError("train_data is required (a .csv/.tsv file, wds:<shards>, scenes:<DIR>, cifar10-captions:)")
         checks = [
@@ -118,6 +129,24 @@ class TrainConfig:
             (cfg.max_skips >= 1, "max_skips must be >= 1"),
             (cfg.schedule != "cosine-restarts" or (cfg.restart_steps or 0) >= 1,
              "schedule cosine-restarts needs restart_steps >= 1"),
+            (cfg.warmup_fraction is None or 0 <= cfg.warmup_fraction < 1,
+             f"warmup_fraction must be in [0, 1), got {cfg.warmup_fraction}"),
+            (cfg.inv_tau_start is None or 0 < cfg.inv_tau_start <= 100,
+             f"inv_tau_start must be in (0, 100], got {cfg.inv_tau_start}"),
+            (cfg.inv_tau_start is None or not cfg.learn_inv_tau,
+             "inv_tau_start schedules inv_tau, so it cannot also be learned: set learn_inv_tau: false"),
+            (0 <= cfg.inv_tau_ramp <= 1, f"inv_tau_ramp must be a fraction of the run in [0, 1], got {cfg.inv_tau_ramp}"),
+            (cfg.inv_tau_ramp == 0 or cfg.inv_tau_start is not None, "inv_tau_ramp needs inv_tau_start"),
+            (cfg.hopfield_beta_start is None or cfg.hopfield_beta_start > 0, "hopfield_beta_start must be > 0"),
+            (cfg.hopfield_beta_start is None or not cfg.learn_hopfield_beta,
+             "hopfield_beta_start schedules beta, so it cannot also be learned: set learn_hopfield_beta: false"),
+            (0 <= cfg.hopfield_beta_ramp <= 1,
+             f"hopfield_beta_ramp must be a fraction of the run in [0, 1], got {cfg.hopfield_beta_ramp}"),
+            (cfg.hopfield_beta_ramp == 0 or cfg.hopfield_beta_start is not None,
+             "hopfield_beta_ramp needs hopfield_beta_start"),
+            (0 <= cfg.clip_warm_start < 1, f"clip_warm_start must be a fraction of the run in [0, 1), "
+                                            f"got {cfg.clip_warm_start}"),
+            (cfg.collapse_warn_steps >= 0, "collapse_warn_steps must be >= 0"),
         ]
         if cfg.model_config is not None:
             stem = Path(cfg.model_config).stem

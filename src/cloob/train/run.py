@@ -1,0 +1,215 @@
+"""Building a run: process group, device, model, data, optimiser, all in one :class:`Run`.
+
+Reproducibility: each sample's augmentation is drawn from an RNG seeded by
+(seed, epoch, sample index) (:class:`SeededSamples`), so it does not depend on
+the process, the data worker or the position in the run. Streaming (webdataset)
+data has no sample index: its augmentation follows the worker's RNG.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import IterableDataset, Subset
+
+from cloob.data import BadSampleReport, DataError, image_transform, open_pairs
+from cloob.distributed import get_rank, get_world_size, is_distributed
+from cloob.models import create_model, get_tokenizer, register_model_config
+from cloob.train.config import TrainConfig
+from cloob.train.schedule import Schedules
+
+
+@dataclass
+class Run:
+    """Everything the loop needs, built once by :func:`setup`."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    model: torch.nn.Module  # ContrastiveModel
+    ddp: torch.nn.Module  # the module to call (DDP wrapper or the model)
+    optimizer: torch.optim.Optimizer
+    dataset: object
+    val_dataset: object | None
+    steps_per_epoch: int
+    total_steps: int
+    schedules: Schedules
+    report: BadSampleReport
+    zeroshot_sets: list = field(default_factory=list)
+    writer: object | None = None
+    metrics_file: object | None = None
+
+
+def init_distributed() -> None:
+    """Join the torchrun process group if launched by torchrun (gloo on CPU, nccl on GPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device cuda requested but CUDA is not available")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def run_directory(cfg: TrainConfig) -> Path:
+    return Path(cfg.run_dir) if cfg.run_dir else Path(cfg.output_dir) / cfg.name
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay for gains, biases and temperatures (1-D and 0-D tensors)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "logit_scale" in name or "log_beta" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lock_towers(model, lock_image: bool, lock_text: bool) -> None:
+    clip = model.clip
+    if lock_image:
+        clip.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+    if lock_text:
+        for name, p in clip.named_parameters():
+            if not name.startswith("visual.") and name != "logit_scale":
+                p.requires_grad_(False)
+
+
+def split_validation(dataset, fraction: float, seed: int):
+    """Deterministic hold-out of the last ``fraction`` of a seeded permutation: (train, validation) Subsets."""
+    n = len(dataset)
+    n_val = max(1, int(round(n * fraction)))
+    if n - n_val < 2:
+        raise DataError(f"val_fraction {fraction} leaves fewer than 2 training pairs out of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919)).tolist()
+    return Subset(dataset, sorted(order[: n - n_val])), Subset(dataset, sorted(order[n - n_val :]))
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """A map-style dataset whose sample i is read under an RNG seeded by (seed, epoch, i)."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, int(seed), 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch * 100_003 + int(i)) % (2**63 - 1))
+            return self.dataset[i]
+
+
+def setup(cfg: TrainConfig, log=print) -> Run:
+    init_distributed()
+    rank, world = get_rank(), get_world_size()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg)
+    run_dir = run_directory(cfg)
+    if cfg.model_config:
+        register_model_config(cfg.model_config)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+    pretrained = cfg.pretrained
+    if pretrained and Path(pretrained).is_dir():  # a cloob run or checkpoint (e.g. CLIP's, to start CLOOB from)
+        from cloob.train.checkpoint import resolve_checkpoint
+
+        pretrained = str(resolve_checkpoint(pretrained) / "model.safetensors")
+    model, _, _ = create_model(
+        cfg.model,
+        pretrained=pretrained,
+        inv_tau=cfg.inv_tau,
+        learn_inv_tau=cfg.learn_inv_tau,
+        hopfield_beta=cfg.hopfield_beta,
+        learn_hopfield_beta=cfg.learn_hopfield_beta,
+        device=device,
+    )
+    lock_towers(model, cfg.lock_image, cfg.lock_text)
+    tokenizer = get_tokenizer(cfg.model)
+    fmt = dict(csv_img_key=cfg.csv_img_key, csv_caption_key=cfg.csv_caption_key)
+    if cfg.csv_separator is not None:
+        fmt["csv_separator"] = cfg.csv_separator
+    is_csv = cfg.train_data.lower().endswith((".csv", ".tsv"))
+    train_tf = image_transform(model, train=True, resize=cfg.resize, augment=cfg.augment)
+    eval_tf = image_transform(model, train=False, resize=cfg.resize)
+    dataset = open_pairs(cfg.train_data, image_transform=train_tf, tokenizer=tokenizer, strict=cfg.strict,
+                         **(fmt if is_csv else {}))
+    val_dataset = None
+    if cfg.val_data:
+        val_is_csv = cfg.val_data.lower().endswith((".csv", ".tsv"))
+        val_dataset = open_pairs(cfg.val_data, image_transform=eval_tf, tokenizer=tokenizer, strict=cfg.strict,
+                                 **(fmt if val_is_csv else {}))
+    elif cfg.val_fraction > 0:
+        if isinstance(dataset, IterableDataset):
+            raise DataError("val_fraction needs a map-style train set; give val_data for streaming data")
+        dataset, val_dataset = split_validation(dataset, cfg.val_fraction, cfg.seed)
+        # the held-out part is read with the evaluation transform
+        val_dataset = Subset(open_pairs(cfg.train_data, image_transform=eval_tf, tokenizer=tokenizer,
+                                        strict=cfg.strict, check=False, **(fmt if is_csv else {})),
+                             val_dataset.indices)
+    if not isinstance(dataset, IterableDataset):
+        dataset = SeededSamples(dataset, cfg.seed)
+    micro_per_epoch = _micro_batches_per_epoch(dataset, cfg, world)
+    steps_per_epoch = micro_per_epoch // cfg.accum_steps
+    if steps_per_epoch < 1:
+        raise DataError(
+            f"{cfg.train_data}: {micro_per_epoch} batches of {cfg.batch_size}×{world} per epoch "
+            f"is less than one step of {cfg.accum_steps} micro-batches; lower batch_size"
+        )
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    ddp = model
+    if is_distributed():
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
+    )
+    zeroshot_sets = _zeroshot_sets(cfg, eval_tf) if cfg.zeroshot else []
+    schedules = Schedules.from_config(cfg, total_steps)
+    run = Run(cfg, run_dir, device, model, ddp, optimizer, dataset, val_dataset, steps_per_epoch, total_steps,
+              schedules, BadSampleReport(cfg.train_data), zeroshot_sets)
+    if rank == 0:
+        log(f"cloob train: {cfg.method} · {cfg.model} · {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+            f"params · {world} process(es) on {device} · global batch {cfg.batch_size * world * cfg.accum_steps} · "
+            f"{steps_per_epoch} steps/epoch · {total_steps} steps · run dir {run_dir}")
+        recipe = schedules.describe()
+        if recipe:
+            log(f"schedules: {recipe}")
+    return run
+
+
+def _micro_batches_per_epoch(dataset, cfg: TrainConfig, world: int) -> int:
+    if isinstance(dataset, IterableDataset):
+        if not cfg.steps_per_epoch:
+            raise DataError("streaming (webdataset) data has no length: set steps_per_epoch")
+        return cfg.steps_per_epoch * cfg.accum_steps
+    return len(dataset) // (cfg.batch_size * world)
+
+
+def eval_set_name(spec: str) -> str:
+    """Short name of an evaluation spec for metric keys: its prefix (``scenes-scene``) or file stem."""
+    head, sep, rest = spec.partition(":")
+    if sep and head and "/" not in head:
+        return head
+    return Path(spec.rstrip("/")).stem
+
+
+def _zeroshot_sets(cfg: TrainConfig, eval_tf) -> list:
+    """(name, dataset, classnames, templates) for the zero-shot hook."""
+    from cloob.data import open_labelled
+    from cloob.evals.templates import default_templates, load_templates
+
+    sets = []
+    for spec in cfg.zeroshot:
+        ds = open_labelled(spec, image_transform=eval_tf, strict=cfg.strict)
+        sets.append((eval_set_name(spec), ds, list(ds.classes), load_templates(default_templates(spec))))
+    return sets
