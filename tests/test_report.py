@@ -54,7 +54,12 @@ def write_run(run: Path, method: str, seed: int, acc: float, steps: int = 40, ck
                       "loss": (4.0 if method == "clip" else 3.0) * math.exp(-s / 15) + 0.1 * rng.random(),
                       "inv_tau": 14.3 + s * 0.1 if method == "clip" else 30.0,
                       "beta": cfg["hopfield_beta"], "lr": 1e-3, "pairs_per_s": 100.0,
-                      "log_a": 2 + s / (10 if method == "clip" else 7), "log_b": 5 - s / 20 + 0.2 * rng.random(), "skipped_steps": 0})
+                      "log_a": 2 + s / (10 if method == "clip" else 7), "log_b": 5 - s / 20 + 0.2 * rng.random(), "skipped_steps": 0,
+                      "loss_gap_nats": -s / 20, "cos/x": 0.5, "cos/y": 0.6})
+        if cfg["hopfield_beta"]:
+            for name in ("U_x", "U_y", "V_x", "V_y"):
+                lines[-1][f"eff_patterns/{name}"] = 32 - s / 2
+                lines[-1][f"cos/{name}"] = 0.9 - s / 100
         if s % 10 == 0:
             lines.append({"kind": "eval", "step": s, "epoch": s / 20, "val_loss": 3.0 - s / 40,
                           "zeroshot/scenes-scene/top1": acc * s / steps})
@@ -176,8 +181,13 @@ def test_report_contains_every_section_and_only_embedded_pngs(runs, tmp_path):
     assert not re.search(r'(src|href)="(https?:)?//', page)
     assert "<link" not in page and "<script" not in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    # 5 training curves + 1 zero-shot curve + 1 cross-run histogram + 2 clip runs × 4 + 2 cloob runs × 3 figures
-    assert len(images) == 5 + 1 + 1 + 2 * 4 + 2 * 3
+    # 10 training curves (loss above collapse, per-method losses, val loss, inv_tau, beta, effective patterns,
+    # raw and retrieved cosines, log a, log b) + 1 zero-shot curve + 1 cross-run histogram
+    # + 2 clip runs × 4 + 2 cloob runs × 3 figures
+    assert len(images) == 10 + 1 + 1 + 2 * 4 + 2 * 3
+    for caption in ("in nats per direction", "one panel per method", "Effective number of stored patterns",
+                    "Mean cosine between different images", "Hopfield retrievals U_x"):
+        assert caption in page
     assert all(valid_png(base64.b64decode(b)) for b in images)
     for run in runs:
         assert run.name in page

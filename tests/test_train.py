@@ -345,3 +345,124 @@ def test_an_extra_open_clip_model_config_can_be_trained(scenes, tmp_path):
     assert ev.returncode == 0, ev.stderr
     with pytest.raises(ConfigError, match="registers 'tiny-extra'; set model: tiny-extra"):
         build_config(None, {"train_data": "x", "model_config": str(cfg_json)})
+
+
+# ------------------------------------------------- collapse recipes and diagnostics ----
+def test_ramp_is_geometric_then_holds_the_target():
+    from cloob.train.schedule import ramp
+
+    assert ramp(0, 100, 5.0, 30.0, 0.5) == pytest.approx(5.0)
+    assert ramp(25, 100, 5.0, 30.0, 0.5) == pytest.approx(5.0 * 6.0 ** 0.5)  # halfway in log space
+    assert ramp(50, 100, 5.0, 30.0, 0.5) == 30.0 and ramp(99, 100, 5.0, 30.0, 0.5) == 30.0
+    assert ramp(0, 100, 50.0, 14.3, 0.0) == 14.3  # no ramp: the target from the first step
+
+
+def test_warmup_fraction_scales_the_warmup_with_the_run():
+    from cloob.train.schedule import Schedules
+
+    cfg = build_config(None, {"train_data": "x", "lr": 1e-3, "warmup_steps": 7, "warmup_fraction": 0.25})
+    s = Schedules.from_config(cfg, total_steps=40)
+    assert s.warmup_steps == 10  # the fraction replaces warmup_steps
+    assert s.lr_at(0) == pytest.approx(1e-4) and s.lr_at(9) == pytest.approx(1e-3)
+    assert Schedules.from_config(cfg, total_steps=400).warmup_steps == 100
+    plain = build_config(None, {"train_data": "x", "warmup_steps": 7})
+    assert Schedules.from_config(plain, total_steps=40).warmup_steps == 7
+
+
+def test_recipe_keys_are_validated():
+    with pytest.raises(ConfigError, match="cannot also be learned"):
+        build_config(None, {"train_data": "x", "method": "cloob", "inv_tau_start": 5.0, "learn_inv_tau": True})
+    with pytest.raises(ConfigError, match="needs a Hopfield method"):
+        build_config(None, {"train_data": "x", "method": "clip", "hopfield_beta_start": 50.0})
+    with pytest.raises(ConfigError, match="hopfield_beta_ramp needs hopfield_beta_start"):
+        build_config(None, {"train_data": "x", "method": "cloob", "hopfield_beta_ramp": 0.5})
+    with pytest.raises(ConfigError, match="warmup_fraction must be in"):
+        build_config(None, {"train_data": "x", "warmup_fraction": 1.5})
+    with pytest.raises(ConfigError, match="clip_warm_start must be"):
+        build_config(None, {"train_data": "x", "clip_warm_start": 1.0})
+    # a scheduled temperature is not learned, even for CLIP (whose default is to learn it)
+    assert not build_config(None, {"train_data": "x", "method": "clip", "inv_tau_start": 5.0}).learn_inv_tau
+
+
+def test_ramps_and_clip_warm_start_drive_each_step_and_every_diagnostic_is_logged(scenes, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cloob.embedding_stats import collapsed_loss
+    from cloob.train import loop
+    from cloob.train.schedule import lr_at, ramp
+
+    n, steps = 16, 6
+    cfg = build_config(None, base_args(scenes, tmp_path / "run", method="cloob", max_steps=steps, batch_size=n,
+                                       inv_tau=20.0, inv_tau_start=5.0, inv_tau_ramp=0.5, hopfield_beta=10.0,
+                                       hopfield_beta_start=40.0, hopfield_beta_ramp=0.5, clip_warm_start=0.34,
+                                       warmup_fraction=0.5))
+    lines = []
+    loop.train(cfg, log=lines.append)
+    assert any("inv_tau 5 -> 20 over 3 steps" in ln and "CLIP loss for the first 2 steps" in ln for ln in lines)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    for r in rows:
+        i = r["step"] - 1  # the step's values are those of optimiser step i (0-based)
+        assert r["inv_tau"] == pytest.approx(ramp(i, steps, 5.0, 20.0, 0.5), rel=1e-6)
+        assert r["beta"] == pytest.approx(ramp(i, steps, 40.0, 10.0, 0.5), rel=1e-6)
+        assert r["lr"] == pytest.approx(lr_at(i, 1e-3, steps, 3))
+        clip_step = i < 2
+        assert r.get("objective") == ("clip" if clip_step else None)
+        objective = "infonce" if clip_step else "infoloob"
+        assert r["loss_gap"] == pytest.approx(r["loss"] - collapsed_loss(objective, n, r["inv_tau"]), abs=1e-6)
+        assert {"cos/x", "cos/y", "log_a", "log_b", "loss_gap_nats"} <= set(r)
+        retrievals = {f"{k}/{name}" for k in ("eff_patterns", "cos") for name in ("U_x", "U_y", "V_x", "V_y")}
+        assert retrievals <= set(r) if not clip_step else not retrievals & set(r)
+        if not clip_step:
+            assert 1.0 <= r["eff_patterns/U_x"] <= n and -1.0 <= r["cos/U_y"] <= 1.0
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"eff_patterns/V_y", "cos/U_x", "cos/x", "train/loss_gap", "train/loss_gap_nats"} <= tags
+    assert [e.step for e in events.Scalars("eff_patterns/U_x")] == [3, 4, 5, 6]
+
+
+def test_a_learned_inv_tau_moves_for_an_infoloob_method(scenes, tmp_path):
+    from cloob.train import loop
+
+    cfg = build_config(None, base_args(scenes, tmp_path / "run", method="cloob", inv_tau=10.0, learn_inv_tau=True,
+                                       max_steps=4, lr=5e-2))
+    loop.train(cfg, log=lambda *_: None)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert abs(rows[-1]["inv_tau"] - 10.0) > 0.05
+    assert ckpt.read_meta(ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints"))["inv_tau"] == pytest.approx(
+        rows[-1]["inv_tau"])
+
+
+def test_pretrained_accepts_a_cloob_run_to_start_from_its_weights(scenes, tmp_path):
+    from cloob.train import loop
+    from cloob.train.run import setup
+
+    loop.train(build_config(None, base_args(scenes, tmp_path / "clip", max_steps=2, lr=5e-2)), log=lambda *_: None)
+    _, clip_weights = final_weights(tmp_path / "clip")
+    run = setup(build_config(None, base_args(scenes, tmp_path / "cloob", method="cloob",
+                                             pretrained=str(tmp_path / "clip"))), log=lambda *_: None)
+    state = run.model.clip.state_dict()
+    for k, v in clip_weights.items():
+        if k != "logit_scale":  # the new method's own temperature
+            assert torch.equal(state[k], v), k
+    assert float(run.model.inv_tau) == pytest.approx(30.0)
+
+
+def test_a_run_sitting_at_the_collapsed_loss_warns_once(scenes, tmp_path, monkeypatch):
+    from cloob.embedding_stats import collapsed_loss
+    from cloob.train import loop, step
+
+    def collapsed(method, x, y, inv_tau, beta):  # every step lands exactly on the all-identical value
+        return (x * 0).sum() + (y * 0).sum() + collapsed_loss("infoloob", len(x), float(inv_tau))
+
+    monkeypatch.setattr(step, "method_loss", collapsed)
+    lines = []
+    cfg = build_config(None, base_args(scenes, tmp_path / "run", method="cloob", max_steps=8, collapse_warn_steps=3))
+    loop.train(cfg, log=lines.append)
+    warnings = [ln for ln in lines if ln.startswith("warning: the cloob loss")]
+    assert len(warnings) == 1 and "for 3 steps (1–3)" in warnings[0]
+    lines.clear()
+    cfg = build_config(None, base_args(scenes, tmp_path / "off", method="cloob", max_steps=4, collapse_warn_steps=0))
+    loop.train(cfg, log=lines.append)
+    assert not [ln for ln in lines if ln.startswith("warning")]

@@ -14,6 +14,9 @@ An experiment is YAML data (see ``experiments/``). Keys:
     datasets:                           # optional; entries named by a `dataset` axis:
       scenes: {train_data: "scenes:data-cache/scenes-demo"}    #   TrainConfig overrides, plus
                                         #   an optional `evals` list replacing the top-level one
+    recipes:                            # optional; entries named by a `recipe` axis: TrainConfig
+      ramp: {inv_tau_start: 10.0, inv_tau_ramp: 0.5}           #   overrides (a recipe is a tuned
+                                        #   hyper-parameter: --select picks the best per method)
     grid:                               # required; the cross product of the lists, in this order
       method: [clip, cloob]             #   every TrainConfig key may be an axis
       seed: [0, 1, 2, 3, 4]
@@ -29,10 +32,10 @@ An experiment is YAML data (see ``experiments/``). Keys:
     compare: {baseline: clip}           # optional: baseline, metric (list), alpha, group_by
     select: "zeroshot-scenes-scene-scenes-val/top1"      # optional: write <out>/best.json after the run
 
-Override order: base < set < datasets[dataset] < grid values < per_method[method].
+Override order: base < set < datasets[dataset] < recipes[recipe] < grid values < per_method[method].
 
 A cell is named from its axis values in grid order: the method bare, ``s<seed>``, the
-dataset bare, any other axis as ``<key><value>`` (``cloob-inv_tau30-hopfield_beta8-s0``).
+dataset and the recipe bare, any other axis as ``<key><value>`` (``cloob-inv_tau30-hopfield_beta8-s0``).
 ``<out>/cells.json`` lists every cell with its axis values and overrides.
 
 Each cell runs as subprocesses (isolated, so K can run in parallel with
@@ -78,8 +81,8 @@ from pathlib import Path
 
 import yaml
 
-GRID_KEYS = ("name", "out", "prepare", "base", "set", "datasets", "grid", "axes_for", "per_method", "evals",
-             "analyze", "parallel", "compare", "select")
+GRID_KEYS = ("name", "out", "prepare", "base", "set", "datasets", "recipes", "grid", "axes_for", "per_method",
+             "evals", "analyze", "parallel", "compare", "select")
 EVALUATORS = ("zeroshot", "retrieval", "linear-probe", "few-shot", "knn", "confusions")
 COMPARE_KEYS = ("baseline", "metric", "alpha", "group_by")
 NOT_HYPER = ("method", "seed", "dataset")  # axes that are not tuned hyper-parameters
@@ -196,6 +199,10 @@ def load_grid(path: str | Path) -> dict:
         entry = dict(entry or {})
         evals = _check_evals(entry.pop("evals"), f"{path}: datasets.{name}.evals") if "evals" in entry else None
         g["datasets"][str(name)] = {"set": _overrides(entry, f"{path}: datasets.{name}"), "evals": evals}
+    recipes = g.get("recipes") or {}
+    if not isinstance(recipes, dict):
+        raise GridError(f"{path}: recipes must be a mapping of name -> config overrides")
+    g["recipes"] = {str(name): _overrides(entry or {}, f"{path}: recipes.{name}") for name, entry in recipes.items()}
     if not isinstance(g["grid"], dict) or not g["grid"]:
         raise GridError(f"{path}: grid must be a non-empty mapping of axis -> list of values")
     grid = {}
@@ -204,11 +211,12 @@ def load_grid(path: str | Path) -> dict:
         values = values if isinstance(values, list) else [values]
         if not values:
             raise GridError(f"{path}: grid.{axis} is an empty list")
-        if axis == "dataset":
+        if axis in ("dataset", "recipe"):
+            entries = g[axis + "s"]
             for v in values:
-                if v not in g["datasets"]:
-                    raise GridError(f"{path}: grid.dataset value {v!r} is not an entry of datasets: "
-                                    f"{sorted(g['datasets']) or 'none'}")
+                if v not in entries:
+                    raise GridError(f"{path}: grid.{axis} value {v!r} is not an entry of {axis}s: "
+                                    f"{sorted(entries) or 'none'}")
         else:
             for v in values:
                 _overrides({axis: v}, f"{path}: grid.{axis}")
@@ -251,7 +259,7 @@ class Cell:
 
 def _part(axis: str, value) -> str:
     text = re.sub(r"[^A-Za-z0-9_.]+", "_", str(value))
-    if axis in ("method", "dataset"):
+    if axis in ("method", "dataset", "recipe"):
         return text
     return f"s{text}" if axis == "seed" else f"{axis}{text}"
 
@@ -276,7 +284,9 @@ def expand(g: dict) -> list[Cell]:
             raise GridError(f"cells {seen[name]} and {chosen} get the same name {name!r}")
         seen[name] = chosen
         ds = g["datasets"].get(chosen.get("dataset"), {"set": {}, "evals": None})
-        overrides = {**g["set"], **ds["set"], **{a: v for a, v in chosen.items() if a != "dataset"},
+        recipe = g["recipes"].get(chosen.get("recipe"), {})
+        overrides = {**g["set"], **ds["set"], **recipe,
+                     **{a: v for a, v in chosen.items() if a not in ("dataset", "recipe")},
                      **g["per_method"].get(method, {})}
         cell_dir = Path(g["out"]) / name
         config = {**base, **overrides, "name": name, "run_dir": str(cell_dir), "resume": "auto"}

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Sequence
 
 from cloob.analysis import plots
-from cloob.analysis.analyze import training_panels
 from cloob.analysis.runs import Run, RunError, eval_metrics, lower_is_better, read_run, series
 from cloob.analysis.stats import ALPHA, welch_table
 
@@ -223,33 +222,68 @@ def section_config(runs: Sequence[Run]) -> str:
     return body
 
 
+RETRIEVAL_STYLES = (("U_x", "-"), ("U_y", "--"), ("V_x", ":"), ("V_y", "-."))
+
+
+def _series(data, key: str, kind: str, style: str = "-", suffix: str = "") -> list[dict]:
+    out = []
+    for label, method, recs in data:
+        steps, values = series(recs, key, kind)
+        if steps:
+            out.append({"label": label + suffix, "method": method, "steps": steps, "values": values, "style": style})
+    return out
+
+
 def section_curves(runs: Sequence[Run]) -> str:
     data = [(f"{r.name} ({r.method})", r.method, r.metrics) for r in runs if r.metrics]
     if not data:
         return '<p class="empty">No metrics.jsonl in these runs: no training curves.</p>'
     figs = []
-    for key, kind, title, ylabel in (("loss", "train", "training loss", "loss"),
-                                     ("val_loss", "eval", "validation loss", "loss"),
-                                     ("inv_tau", "train", "inverse temperature inv_tau", "inv_tau"),
-                                     ("log_a", "train", "log a (mean log alignment score)", "log a"),
-                                     ("log_b", "train", "log b (mean log uniformity penalty)", "log b")):
-        ser = []
-        for label, method, recs in data:
-            steps, values = series(recs, key, kind)
-            if steps:
-                ser.append({"label": label, "method": method, "steps": steps, "values": values})
+
+    def add(ser, title, ylabel, caption=None, zero=None):
         if ser:
-            figs.append(figure(plots.png_bytes(plots.curve_figure(ser, title, ylabel)), title))
+            fig = plots.curve_figure(ser, title, ylabel)
+            if zero is not None:
+                fig.axes[0].axhline(0.0, color="#444444", lw=0.8, ls=":")
+                fig.axes[0].annotate(zero, (0.01, 0.0), xycoords=("axes fraction", "data"), fontsize=7,
+                                     color="#444444", va="bottom")
+            figs.append(figure(plots.png_bytes(fig), caption or title))
+
+    # one scale for every objective: nats per direction above the all-identical value
+    add(_series(data, "loss_gap_nats", "train"), "training loss above its collapsed value",
+        "nats per direction", "Training loss minus its value when all embeddings are identical (ln N for "
+        "InfoNCE, 2·ln(N−1)/inv_tau for InfoLOOB), in nats per direction: comparable across methods. "
+        "0 = collapsed or chance; lower = matched pairs win.", zero="collapsed")
+    # each objective in its own units, on its own axes
+    by_method = OrderedDict()
+    for label, method, recs in data:
+        by_method.setdefault(method, []).append((label, method, recs))
+    panels = [(f"training loss: {m}", _series(d, "loss", "train")) for m, d in by_method.items()]
+    panels = [(t, ser) for t, ser in panels if ser]
+    if panels:
+        figs.append(figure(plots.png_bytes(plots.training_curves_figure(panels)),
+                           "Training loss in each objective's own units (one panel per method)."))
+    add(_series(data, "val_loss", "eval"), "validation loss", "loss")
+    add(_series(data, "inv_tau", "train"), "inverse temperature inv_tau", "inv_tau")
+    add(_series(data, "beta", "train"), "Hopfield beta", "beta")
+    eff = [s for name, style in RETRIEVAL_STYLES for s in _series(data, f"eff_patterns/{name}", "train", style,
+                                                                   f" {name}")]
+    add(eff, "patterns averaged per retrieval", "effective patterns",
+        "Effective number of stored patterns each Hopfield retrieval averages (exp of the softmax entropy, "
+        "mean over states): U_x solid, U_y dashed, V_x dotted, V_y dash-dot. The batch size = every pattern "
+        "averaged = collapse.")
+    raw = _series(data, "cos/x", "train", "-", " image") + _series(data, "cos/y", "train", "--", " text")
+    add(raw, "mean off-diagonal cosine, raw embeddings", "cosine",
+        "Mean cosine between different images (solid) and different captions (dashed) of a batch; 1 = collapsed.")
+    ret = [s for name, style in RETRIEVAL_STYLES for s in _series(data, f"cos/{name}", "train", style, f" {name}")]
+    add(ret, "mean off-diagonal cosine, retrieved embeddings", "cosine",
+        "The same for the Hopfield retrievals U_x (solid), U_y (dashed), V_x (dotted), V_y (dash-dot).")
+    add(_series(data, "log_a", "train"), "log a (mean log alignment score)", "log a")
+    add(_series(data, "log_b", "train"), "log b (mean log uniformity penalty)", "log b")
     zs = sorted({k for _, _, recs in data for r in recs if r.get("kind") == "eval" for k in r
                  if k.startswith("zeroshot/") and k.endswith("/top1")})
     for key in zs:
-        ser = []
-        for label, method, recs in data:
-            steps, values = series(recs, key, "eval")
-            if steps:
-                ser.append({"label": label, "method": method, "steps": steps, "values": values})
-        title = f"zero-shot top-1: {key.split('/')[1]}"
-        figs.append(figure(plots.png_bytes(plots.curve_figure(ser, title, "top-1")), title))
+        add(_series(data, key, "eval"), f"zero-shot top-1: {key.split('/')[1]}", "top-1")
     skipped = sum(r.skipped_lines for r in runs)
     note = f'<p class="note">{skipped} truncated metrics line(s) skipped.</p>' if skipped else ""
     return f'<div class="figs">{"".join(figs)}</div>{note}'
@@ -433,7 +467,8 @@ def reading(runs: Sequence[Run]) -> list[str]:
     if any(final.values()):
         out.append("Final training loss: " + ", ".join(
             f"{m} {sum(v) / len(v):.3f} (n = {len(v)})" for m, v in final.items() if v)
-            + ". Losses of different objectives are not on the same scale; compare them within a method.")
+            + ". Losses of different objectives are not on the same scale; compare them within a method, "
+            "or use the curve of the loss above its collapsed value.")
     # diagnostics
     diag = diagnostic_values(runs)
     if not diag or not any(v for vbm in diag.values() for v in vbm.values()):

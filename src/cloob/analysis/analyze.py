@@ -138,10 +138,15 @@ def _labels(entries: list[dict]) -> None:
 
 def training_panels(runs: list[tuple[str, str, list[dict]]]) -> list[tuple[str, list[dict]]]:
     """Curve panels (loss, inv_tau, log a / log b, zero-shot top-1) from ``(label, method, records)``."""
-    panels: dict[str, list[dict]] = {"loss": [], "inv_tau": [], "log a (solid) / log b (dashed)": []}
+    gap = "loss above collapse (nats/direction)"
+    panels: dict[str, list[dict]] = {gap: [], "loss": [], "inv_tau": [], "log a (solid) / log b (dashed)": []}
     for label, method, recs in runs:
+        # methods' losses differ in scale; the gap above the collapsed value is comparable (older runs lack it)
+        has_gap = bool(series(recs, "loss_gap_nats", "train")[0])
         for key, kind, title, style, suffix in (
-            ("loss", "train", "loss", "-", " train"), ("val_loss", "eval", "loss", "--", " val"),
+            ("loss_gap_nats", "train", gap, "-", ""),
+            *(() if has_gap else (("loss", "train", "loss", "-", " train"),)),
+            ("val_loss", "eval", "loss", "--", " val"),
             ("inv_tau", "train", "inv_tau", "-", ""),
             ("log_a", "train", "log a (solid) / log b (dashed)", "-", " log a"),
             ("log_b", "train", "log a (solid) / log b (dashed)", "--", " log b"),
