@@ -1,0 +1,182 @@
+"""The budget curve of a grid with a ``max_steps`` axis: each method's metrics and training diagnostics per budget.
+
+    python scripts/budget_table.py runs/budget-scenes \
+        --metric "zeroshot-scenes-scene-*/top1" --metric "zeroshot-scenes-object-*/top1" \
+        --plot docs/figures/budget-scenes.png
+
+Reads ``<grid>/cells.json``, each cell's ``eval/*.json`` (metric = ``<eval file stem glob>/<key>``),
+its ``DONE`` (wall seconds) and the last training record of ``metrics.jsonl`` (the collapse
+diagnostics). Prints Markdown: per budget and metric, mean ± std over seeds (n) for every
+method, and the difference of each method to the first (the baseline, CLIP) with Welch's p
+(* when p < 0.05); then the diagnostics at the end of training. Only finished cells count.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from cloob.analysis.stats import welch_p
+
+DIAGNOSTICS = [
+    ("loss above collapse (nats/dir.)", "loss_gap_nats"),
+    ("image–image cosine", "cos/x"),
+    ("text–text cosine", "cos/y"),
+    ("patterns per retrieval (U_x, U_y, V_x, V_y mean)", "eff_patterns"),
+    ("retrieved cosine (mean of 4)", "cos/retrieved"),
+]
+
+
+def _metric(cell: Path, spec: str) -> float | None:
+    stem, _, key = spec.rpartition("/")
+    files = sorted(glob.glob(str(cell / "eval" / f"{stem}.json")))
+    if not files:
+        return None
+    v = json.loads(Path(files[0]).read_text()).get("metrics", {}).get(key)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def _last_train(cell: Path) -> dict:
+    last = {}
+    path = cell / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if r.get("kind") == "train":
+                last = r
+    out = {k: last[k] for k in ("loss_gap_nats", "cos/x", "cos/y") if isinstance(last.get(k), (int, float))}
+    eff = [last[f"eff_patterns/{n}"] for n in ("U_x", "U_y", "V_x", "V_y") if f"eff_patterns/{n}" in last]
+    cos = [last[f"cos/{n}"] for n in ("U_x", "U_y", "V_x", "V_y") if f"cos/{n}" in last]
+    if eff:
+        out["eff_patterns"] = sum(eff) / len(eff)
+        out["cos/retrieved"] = sum(cos) / len(cos)
+    return out
+
+
+def _fmt(vals: list[float], scale: float, digits: int = 1) -> str:
+    if not vals:
+        return "—"
+    m = statistics.fmean(vals) * scale
+    s = statistics.stdev(vals) * scale if len(vals) > 1 else 0.0
+    return f"{m:.{digits}f} ± {s:.{digits}f} ({len(vals)})"
+
+
+def collect(grid: Path, metrics: list[str]) -> tuple[dict, list[str]]:
+    """{(method, budget): {"metric:<spec>": [...], "diag:<key>": [...], "seconds": [...]}}, methods in order."""
+    cells = json.loads((grid / "cells.json").read_text())
+    data: dict = defaultdict(lambda: defaultdict(list))
+    methods: list[str] = []
+    for c in cells:
+        cell = Path(c["dir"])
+        done = cell / "DONE"
+        if not done.is_file():
+            continue
+        cfg = json.loads(done.read_text())["config"]
+        method, budget = cfg.get("method", "clip"), int(cfg["max_steps"])
+        if method not in methods:
+            methods.append(method)
+        bucket = data[(method, budget)]
+        bucket["seconds"].append(float(json.loads(done.read_text()).get("seconds", math.nan)))
+        for spec in metrics:
+            v = _metric(cell, spec)
+            if v is not None:
+                bucket[f"metric:{spec}"].append(v)
+        for k, v in _last_train(cell).items():
+            bucket[f"diag:{k}"].append(v)
+    return data, methods
+
+
+def table(data: dict, methods: list[str], metrics: list[str]) -> str:
+    budgets = sorted({b for _, b in data})
+    base = methods[0]
+    head = "| budget (steps) | metric | " + " | ".join(methods) + " | " + " | ".join(
+        f"{m} − {base}" for m in methods[1:]) + " |"
+    lines = [head, "| --- " * (2 + 2 * len(methods) - 1) + "|"]
+    for b in budgets:
+        for spec in metrics:
+            vals = {m: data.get((m, b), {}).get(f"metric:{spec}", []) for m in methods}
+            if not any(vals.values()):
+                continue
+            cells = [_fmt(vals[m], 100) for m in methods]
+            diffs = []
+            for m in methods[1:]:
+                if vals[m] and vals[base]:
+                    d = 100 * (statistics.fmean(vals[m]) - statistics.fmean(vals[base]))
+                    p = welch_p(vals[m], vals[base])
+                    mark = "*" if p == p and p < 0.05 else ""
+                    diffs.append(f"{d:+.1f} (p={p:.2g}{mark})" if p == p else f"{d:+.1f}")
+                else:
+                    diffs.append("—")
+            lines.append(f"| {b} | {spec} | " + " | ".join(cells + diffs) + " |")
+    lines += ["", "Training diagnostics at the last logged step (mean ± std over seeds):", "",
+              "| budget (steps) | diagnostic | " + " | ".join(methods) + " |",
+              "| --- " * (2 + len(methods)) + "|"]
+    for b in budgets:
+        for label, key in DIAGNOSTICS:
+            vals = {m: data.get((m, b), {}).get(f"diag:{key}", []) for m in methods}
+            if any(vals.values()):
+                lines.append(f"| {b} | {label} | " + " | ".join(_fmt(vals[m], 1, 2) for m in methods) + " |")
+    lines += ["", "| budget (steps) | " + " | ".join(f"{m} wall s / cell" for m in methods) + " |",
+              "| --- " * (1 + len(methods)) + "|"]
+    for b in budgets:
+        lines.append(f"| {b} | " + " | ".join(_fmt(data.get((m, b), {}).get("seconds", []), 1, 0)
+                                               for m in methods) + " |")
+    return "\n".join(lines)
+
+
+def plot(data: dict, methods: list[str], metrics: list[str], out: Path, title: str) -> None:
+    from cloob.analysis.plots import _figure, method_colour, save_png
+
+    fig, axes = _figure(4.2 * len(metrics), 3.4, ncols=len(metrics))
+    budgets = sorted({b for _, b in data})
+    for ax, spec in zip(axes, metrics):
+        for m in methods:
+            xs, ys, es = [], [], []
+            for b in budgets:
+                v = data.get((m, b), {}).get(f"metric:{spec}", [])
+                if v:
+                    xs.append(b)
+                    ys.append(100 * statistics.fmean(v))
+                    es.append(100 * statistics.stdev(v) if len(v) > 1 else 0.0)
+            if xs:
+                ax.errorbar(xs, ys, yerr=es, color=method_colour(m), marker="o", ms=4, capsize=3, lw=1.4, label=m)
+        ax.set_xscale("log")
+        ax.set_xticks(budgets)
+        ax.set_xticklabels([str(b) for b in budgets])
+        ax.set_xlabel("training steps (batch 256)")
+        ax.set_ylabel("%")
+        ax.set_title(spec.split("/")[0].replace("-*", ""), fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    save_png(fig, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("grid")
+    ap.add_argument("--metric", action="append", required=True, help="<eval file stem glob>/<key> (repeatable)")
+    ap.add_argument("--plot", default=None, help="write the budget curve PNG here")
+    args = ap.parse_args(argv)
+    grid = Path(args.grid)
+    data, methods = collect(grid, args.metric)
+    if not data:
+        print(f"no finished cells in {grid}", file=sys.stderr)
+        return 1
+    print(table(data, methods, args.metric))
+    if args.plot:
+        plot(data, methods, args.metric, Path(args.plot), grid.name)
+        print(f"\nwrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
