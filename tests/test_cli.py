@@ -33,3 +33,23 @@ def test_console_script_is_installed():
     exe = shutil.which("cloob") or str(__import__("pathlib").Path(sys.executable).parent / "cloob")
     out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "cloob" in out.stdout
+
+
+HEAVY = ("torch", "torchvision", "open_clip", "numpy", "PIL")
+SUBCOMMANDS = (["info"], ["data", "scenes"], ["data", "check"], ["train"], ["eval", "zeroshot"], ["finetune"],
+               ["compare"], ["analyze"], ["report"], ["experiment"])
+
+
+def test_the_parser_and_every_help_page_import_no_heavy_module():
+    """`cloob --help` answers at once: torch, open_clip, numpy and Pillow load inside the commands."""
+    code = f"""
+import contextlib, io, sys
+import cloob.cli
+for argv in [["--help"], ["--version"]] + [c + ["--help"] for c in {SUBCOMMANDS!r}]:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        cloob.cli.main(argv)
+print(" ".join(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"imported by building the parser: {out.stdout.strip()}"

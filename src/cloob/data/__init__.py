@@ -29,15 +29,21 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from cloob.data.bad import BadSample, BadSampleReport, DataError, REASONS, to_rgb
-from cloob.data.loader import collate, first_valid, make_loader, rank_indices
-from cloob.data.retrieval import text_image, texts
-from cloob.data.transforms import image_transform
+from cloob.lazy import lazy_exports
+
+# imported on first use: the modules behind these names load numpy, Pillow, torch or open_clip
+_EXPORTS = {
+    **dict.fromkeys(("BadSample", "BadSampleReport", "DataError", "REASONS", "to_rgb"), "cloob.data.bad"),
+    **dict.fromkeys(("collate", "first_valid", "make_loader", "rank_indices"), "cloob.data.loader"),
+    **dict.fromkeys(("text_image", "texts"), "cloob.data.retrieval"),
+    "image_transform": "cloob.data.transforms",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "BadSample", "BadSampleReport", "DataError", "REASONS", "to_rgb", "collate", "make_loader", "rank_indices",
-    "image_transform", "open_pairs", "open_labelled", "open_retrieval", "shared_dir", "texts", "text_image",
-    "spec_kind",
+    "image_transform", "open_pairs", "open_labelled", "open_retrieval", "shared_dir", "texts",
+    "text_image", "spec_kind",
 ]
 
 
@@ -87,8 +93,10 @@ def open_pairs(spec: str, *, image_transform: Callable | None, tokenizer: Callab
     ``shuffle_buffer``; CIFAR ``seed``. With ``check`` (default) a source without a
     single valid sample raises :class:`DataError` here, before training starts.
     """
+    from cloob.data.bad import DataError
     from cloob.data.cifar10 import Cifar10Captions
     from cloob.data.csvfile import CsvPairs
+    from cloob.data.loader import first_valid
     from cloob.data.scenes import ScenesPairs
     from cloob.data.wds import WdsPairs
 
@@ -112,8 +120,10 @@ def open_pairs(spec: str, *, image_transform: Callable | None, tokenizer: Callab
 
 def open_labelled(spec: str, *, image_transform: Callable | None, strict: bool = False, check: bool = True):
     """Dataset of (image, label int) with ``classes: list[str]`` (human-readable names)."""
+    from cloob.data.bad import DataError
     from cloob.data.cifar10 import open_cifar10
     from cloob.data.folder import ImageFolder, TarFolder
+    from cloob.data.loader import first_valid
     from cloob.data.scenes import ScenesLabelled
 
     prefix, rest = _split(spec)
@@ -140,6 +150,7 @@ def open_labelled(spec: str, *, image_transform: Callable | None, strict: bool =
 def open_retrieval(spec: str, *, image_transform: Callable | None, strict: bool = False, **format_options):
     """Images with a list of captions each: ``ds[i] -> (image, i)``, ``ds.captions[i]``;
     ``texts(ds)``/``text_image(ds)`` give the flat caption list and its image indices."""
+    from cloob.data.bad import DataError
     from cloob.data.retrieval import CsvRetrieval
     from cloob.data.scenes import ScenesRetrieval
 

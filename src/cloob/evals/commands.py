@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 # ------------------------------------------------------------------ helpers
 def dataset_slug(spec: str) -> str:

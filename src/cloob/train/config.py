@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from cloob.losses import METHODS
+from cloob.methods import METHODS  # no torch: the CLI builds its parser from this module
 
 SCHEDULES = ("cosine", "cosine-restarts", "constant")
 PRECISIONS = ("fp32", "bf16")
