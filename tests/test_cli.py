@@ -53,3 +53,16 @@ print(" ".join(m for m in {HEAVY!r} if m in sys.modules))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"imported by building the parser: {out.stdout.strip()}"
+
+
+def test_train_with_an_unknown_model_is_one_line_naming_the_closest_names(tmp_path, capsys):
+    from cloob.cli import main
+
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "d.csv").write_text("filepath,title\na.png,x\n")
+    code = main(["train", "--train-data", str(tmp_path / "d.csv"), "--model", "cloob-rn-tinyy",
+                 "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: unknown model 'cloob-rn-tinyy'; closest registered names: cloob-rn-tiny")
+    assert "`cloob info`" in err[0]

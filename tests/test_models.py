@@ -85,6 +85,16 @@ def test_unknown_model_and_non_local_pretrained_are_clear_errors():
         create_model("cloob-rn-tiny", pretrained="openai")
 
 
+def test_unknown_model_error_names_the_closest_registered_names_and_cloob_info():
+    from cloob.models import UnknownModelError
+
+    with pytest.raises(UnknownModelError) as e:
+        create_model("vit-b-32")
+    msg = str(e.value)
+    assert msg.startswith("unknown model 'vit-b-32'; closest registered names: ") and "\n" not in msg
+    assert "ViT-B-32" in msg.split(";")[1] and msg.endswith("`cloob info` lists them all")
+
+
 def test_pretrained_local_checkpoint_in_open_clip_format_loads(tmp_path):
     torch.manual_seed(1)
     a, _, _ = create_model("cloob-rn-tiny")

@@ -9,6 +9,7 @@ from cloob.train.config import ConfigError, add_arguments, build_config
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cloob.data import DataError
+    from cloob.models import UnknownModelError
     from cloob.train.checkpoint import CheckpointError
     from cloob.train.loop import TrainingDiverged, train
 
@@ -19,7 +20,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = train(cfg)
-    except (DataError, CheckpointError, FileNotFoundError) as e:
+    except (DataError, CheckpointError, FileNotFoundError, UnknownModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
