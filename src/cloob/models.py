@@ -11,7 +11,9 @@ CLOOB differ in: ``inv_tau`` (exp-parametrised through open_clip's own
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 import math
 from pathlib import Path
 from typing import Callable
@@ -206,13 +208,37 @@ def create_model(
         raise FileNotFoundError(
             f"pretrained checkpoint {pretrained!r} is not a local file (cloob never downloads weights)"
         )
-    clip, train_tf, eval_tf = open_clip.create_model_and_transforms(
-        model_name, pretrained=None, device=device, precision=precision, **model_kwargs
-    )
+    with _quiet_random_init():
+        clip, train_tf, eval_tf = open_clip.create_model_and_transforms(
+            model_name, pretrained=None, device=device, precision=precision, **model_kwargs
+        )
     if pretrained is not None:
         clip.load_state_dict(load_state_dict_file(pretrained))
     model = ContrastiveModel(clip, model_name, inv_tau, learn_inv_tau, hopfield_beta, learn_hopfield_beta)
     return model.to(device), train_tf, eval_tf
+
+
+@contextlib.contextmanager
+def _quiet_random_init():
+    """Drop open_clip's "No pretrained weights loaded" warning: cloob always asks open_clip for a
+    random init and loads any weights itself, so the warning only adds noise (before a data error, too).
+
+    open_clip logs it with ``logging.warning``, which would also configure the root logger
+    (``basicConfig``) when it has no handler; a temporary stderr handler avoids that side effect
+    while any other warning still prints.
+    """
+    root = logging.getLogger()
+    keep = lambda record: not record.getMessage().startswith("No pretrained weights loaded")  # noqa: E731
+    handler = None if root.handlers else logging.StreamHandler()
+    root.addFilter(keep)
+    if handler is not None:
+        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+        if handler is not None:
+            root.removeHandler(handler)
 
 
 def get_tokenizer(model_name: str):
