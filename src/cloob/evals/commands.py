@@ -70,7 +70,7 @@ class Context:
         self.t0 = time.perf_counter()
         self.policy = read_policy(args)
         device = args.device or default_device()
-        self.model, self.meta = load_model(args.checkpoint, device=device)
+        self.model, self.meta = load_model(args.checkpoint, device=device, warn=self.log)
         self.ckpt = Path(self.meta["checkpoint"])
         self.tokenizer = get_tokenizer(self.model.model_name)
         self.transform = image_transform(self.model, train=False, resize=args.resize)
@@ -282,13 +282,13 @@ def cmd_confusions(args) -> int:
 
 @_guard
 def cmd_finetune(args) -> int:
-    from safetensors.torch import save_file
     from torch.utils.data import Subset
 
     from cloob.data import image_transform, open_labelled
     from cloob.evals.finetune import finetune
     from cloob.evals.linear_probe import stratified_split
     from cloob.evals.zeroshot import class_text_embeddings
+    from cloob.weights import save_safetensors
 
     args.no_cache, args.cache_dir = True, None
     ctx = Context(args)
@@ -320,10 +320,10 @@ def cmd_finetune(args) -> int:
     name = f"finetune-{args.head}-{args.unfreeze}-{dataset_slug(args.dataset)}"
     ctx.out.mkdir(parents=True, exist_ok=True)
     files = {"head": str(ctx.out / f"{name}.head.safetensors")}
-    save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, files["head"])
+    save_safetensors({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, files["head"])
     if args.unfreeze != "none":
         files["backbone"] = str(ctx.out / f"{name}.visual.safetensors")
-        save_file({k: v.detach().contiguous().cpu() for k, v in ctx.model.clip.visual.state_dict().items()},
+        save_safetensors({k: v.detach().contiguous().cpu() for k, v in ctx.model.clip.visual.state_dict().items()},
                   files["backbone"])
     metrics, details = _split_metrics(m)
     details.update({"protocol": note, "head": args.head, "unfreeze": args.unfreeze, "resize": args.resize,

@@ -77,7 +77,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     run = setup(cfg, log)
     rank, world = get_rank(), get_world_size()
     pos = Position()
-    resume_from = resolve_resume(run)
+    resume_from = resolve_resume(run, log)
     if resume_from is not None:
         pos = restore(run, resume_from)
         if rank == 0:
