@@ -66,3 +66,15 @@ def test_train_with_an_unknown_model_is_one_line_naming_the_closest_names(tmp_pa
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: unknown model 'cloob-rn-tinyy'; closest registered names: cloob-rn-tiny")
     assert "`cloob info`" in err[0]
+
+
+def test_negative_numbers_are_values_not_options(capsys):
+    from cloob.cli import build_parser, main, numbers_as_values
+
+    args = build_parser().parse_args(numbers_as_values(["train", "--min-lr", "-1e-3", "--beta1", "-.5", "--seed", "-2"]))
+    assert (args.min_lr, args.beta1, args.seed) == (-1e-3, -0.5, -2)
+    assert numbers_as_values(["--lr=-1", "--", "-3", "--x", "-y"]) == ["--lr=-1", "--", "-3", "--x", "-y"]
+    # the value reaches the config check, which refuses it in one line (no argparse usage block)
+    assert main(["train", "--train-data", "x.csv", "--lr", "-1e-3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: lr must be > 0"]
