@@ -76,8 +76,8 @@ def checkpoint_problem(path: str | Path) -> str | None:
     if not isinstance(files, dict):
         return None if isinstance(meta, dict) else "meta.json is not a JSON object"
     for name, want in files.items():
-        if Path(name).name != name or name in (".", ".."):
-            return f"the manifest names {name!r}, which is not a file of the checkpoint"
+        if Path(name).name != name or name in (".", "..") or not isinstance(want, dict):
+            return f"the manifest entry {name!r} is not a file of the checkpoint with its size and digest"
         f = path / name
         if not f.is_file():
             return f"{name} is missing"
