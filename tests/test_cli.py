@@ -71,7 +71,8 @@ def test_train_with_an_unknown_model_is_one_line_naming_the_closest_names(tmp_pa
 def test_negative_numbers_are_values_not_options(capsys):
     from cloob.cli import build_parser, main, numbers_as_values
 
-    args = build_parser().parse_args(numbers_as_values(["train", "--min-lr", "-1e-3", "--beta1", "-.5", "--seed", "-2"]))
+    argv = ["train", "--min-lr", "-1e-3", "--beta1", "-.5", "--seed", "-2"]
+    args = build_parser().parse_args(numbers_as_values(argv))
     assert (args.min_lr, args.beta1, args.seed) == (-1e-3, -0.5, -2)
     assert numbers_as_values(["--lr=-1", "--", "-3", "--x", "-y"]) == ["--lr=-1", "--", "-3", "--x", "-y"]
     # the value reaches the config check, which refuses it in one line (no argparse usage block)

@@ -152,7 +152,7 @@ class TrainConfig:
             (0 <= cfg.clip_warm_start < 1, f"clip_warm_start must be a fraction of the run in [0, 1), "
                                             f"got {cfg.clip_warm_start}"),
             (cfg.collapse_warn_steps >= 0, "collapse_warn_steps must be >= 0"),
-            (cfg.max_image_bytes >= 1 and cfg.max_image_pixels >= 1, "max_image_bytes and max_image_pixels must be >= 1"),
+            (min(cfg.max_image_bytes, cfg.max_image_pixels) >= 1, "max_image_bytes and max_image_pixels must be >= 1"),
         ]
         if cfg.model_config is not None:
             stem = Path(cfg.model_config).stem
