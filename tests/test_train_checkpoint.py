@@ -125,18 +125,16 @@ def test_resume_auto_skips_a_truncated_latest_checkpoint_saying_why(trained, tmp
     assert ckpt.checkpoint_problem(run / "checkpoints" / "step-00000003") is None  # step 3 written again
 
 
-def test_resume_from_a_named_damaged_checkpoint_is_one_line_exit_2(trained, tmp_path):
-    import subprocess
-    import sys
+def test_resume_from_a_named_damaged_checkpoint_is_one_line_exit_2(trained, tmp_path, capsys):
+    from cloob.cli import main
 
     src, args = trained
     run = tmp_path / "run"
     shutil.copytree(src, run)
     _truncate(run / "checkpoints" / "step-00000002" / "model.safetensors")
-    argv = [sys.executable, "-m", "cloob.cli", "train", "--train-data", args["train_data"], "--model", MODEL,
-            "--run-dir", str(run), "--batch-size", "16", "--max-steps", "4", "--no-progress",
-            "--resume", str(run / "checkpoints" / "step-00000002")]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    err = out.stderr.strip().splitlines()
-    assert out.returncode == 2 and len(err) == 1, out.stderr
+    code = main(["train", "--train-data", args["train_data"], "--model", MODEL, "--run-dir", str(run),
+                 "--batch-size", "16", "--max-steps", "4", "--no-progress", "--threads", "1",
+                 "--resume", str(run / "checkpoints" / "step-00000002")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: checkpoint ") and "step-00000002 is damaged: model.safetensors has" in err[0]
