@@ -83,6 +83,91 @@ def test_csv_row_with_missing_column_is_skipped_and_counted(tmp_path, good):
     _one_bad(tmp_path, good, "good.png", "missing_column")
 
 
+def test_csv_row_with_an_extra_column_is_skipped_and_quoted_commas_stay_valid(tmp_path, good):
+    _one_bad(tmp_path, good, "good.png,one,two", "extra_column")
+    _png(tmp_path / "good.png")
+    f = _csv_with(tmp_path, ['good.png,"one, two"', '"good.png","three, four, five"'])
+    assert [c for _, c in CsvPairs(f, image_transform=None, tokenizer=None)] == ["one, two", "three, four, five"]
+
+
+def test_damaged_csv_counts_every_skip_kind_exactly(tmp_path, good, capsys):
+    """One CSV with every kind of damage a CSV can carry, read by `cloob data check`; counts by hand."""
+    import argparse
+    import os
+
+    root = tmp_path / "data"
+    root.mkdir()
+    _png(root / "good.png")
+    b = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(b, "JPEG")
+    (root / "t.jpg").write_bytes(b.getvalue()[: len(b.getvalue()) // 2])
+    (root / "c.png").write_bytes(b"not an image" * 9)
+    (root / "z.png").write_bytes(b"")
+    (root / "big.png").write_bytes(bytes(5000))  # over --max-image-bytes 4096
+    _png(root / "wide.png", size=(60, 40))  # 2400 pixels, over --max-image-pixels 2000
+    (root / "sub").mkdir()
+    os.mkfifo(root / "fifo.png")
+    rows = [good, good, "nope.png,missing", "z.png,zero", "t.jpg,truncated", "c.png,corrupt", 'good.png,"  "',
+            "good.png", "good.png,one,two", "../../../etc/passwd,escape", "/etc/hostname,absolute",
+            "/dev/zero,device", "sub,a directory", "fifo.png,a fifo", "big.png,too many bytes",
+            "wide.png,too many pixels"]
+    raw = ("filepath,title\n" + "".join(r + "\n" for r in rows)).encode() + b"good.png,caf\xe9\n"
+    f = root / "d.csv"
+    f.write_bytes(raw)
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="c"))
+    args = parser.parse_args(["data", "check", str(f), "--max-image-bytes", "4096", "--max-image-pixels", "2000"])
+    assert args.func(args) == 1
+    out = capsys.readouterr().out
+    counts = {m[0]: int(m[1]) for m in __import__("re").findall(r"(?m)^  (\w+): (\d+)$", out)}
+    assert counts == {"missing_file": 1, "zero_size_image": 1, "truncated_image": 1, "corrupt_image": 1,
+                      "empty_caption": 1, "non_utf8_caption": 1, "missing_column": 1, "extra_column": 1,
+                      "outside_root": 3, "not_regular_file": 2, "file_too_large": 1, "too_many_pixels": 1}, out
+    assert "2 valid samples, 15 skipped" in out
+
+
+def _bomb_png(path, side=13000):
+    """A grayscale PNG of side × side black pixels, deflated row by row: ~164 KB on disk, 169 MP decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte 0, then the pixels
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_near_limit_decompression_bomb_is_refused_from_its_header_without_a_large_allocation(tmp_path):
+    import subprocess
+    import sys
+
+    bomb = tmp_path / "bomb.png"
+    _bomb_png(bomb)
+    with pytest.warns(Image.DecompressionBombWarning):  # Pillow only warns: under its own limit
+        assert Image.open(bomb).size == (13000, 13000)
+    assert bomb.stat().st_size < 200_000
+    (tmp_path / "b.csv").write_text("filepath,title\nbomb.png,a bomb\n")
+    code = f"""
+import resource
+from cloob.data.bad import BadSampleReport
+from cloob.data.csvfile import CsvPairs
+ds = CsvPairs({str(tmp_path / "b.csv")!r}, image_transform=None, tokenizer=None)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+bad = ds[0]
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(bad.reason, (after - before) // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    reason, grown_mib = out.stdout.split()
+    assert reason == "too_many_pixels"
+    assert int(grown_mib) < 20, f"peak RSS grew by {grown_mib} MiB while refusing the bomb"  # decoding: ~700 MiB
+
+
 def test_shard_ending_mid_member_is_skipped_and_counted(tmp_path, pairs):
     spec = write_wds(pairs[:4], tmp_path / "s", per_shard=4)
     shard = tmp_path / "s" / "shard-000000.tar"

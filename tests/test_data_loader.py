@@ -87,3 +87,31 @@ def test_bad_samples_are_counted_in_main_process_with_workers(tmp_path, pairs):
     batches = list(make_loader(ds, 3, shuffle=True, seed=0, num_workers=2, drop_last=False, report=report))
     assert sum(len(caps) for _, caps in batches) == len(pairs)
     assert report.counts == {"missing_file": 2, "empty_caption": 1} and report.n_ok == len(pairs)
+
+
+def test_streaming_skip_report_is_logged_once_per_pass_with_that_pass_counts(tmp_path, pairs, caplog):
+    import io
+    import logging
+    import tarfile
+
+    spec = write_wds(pairs[:4], tmp_path, per_shard=4)
+    shard = tmp_path / "bad.tar"
+    with tarfile.open(shard, "w") as tar:  # one sample without a caption, read first
+        info = tarfile.TarInfo("x.png")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"png"))
+    ds = WdsPairs(str(shard) + "::" + spec, image_transform=None, tokenizer=None)
+    report = BadSampleReport("s")
+    caplog.set_level(logging.WARNING, logger="cloob.data")
+    for epoch in range(2):  # two full passes
+        assert sum(len(x) for x, _ in make_loader(ds, 2, shuffle=False, seed=0, epoch=epoch, drop_last=False,
+                                                  report=report)) == 4
+    for _ in make_loader(ds, 2, shuffle=False, seed=0, epoch=2, drop_last=False, report=report):
+        break  # a pass cut short, as by the end of an epoch of steps_per_epoch steps
+    passes = [r.getMessage() for r in caplog.records if r.name == "cloob.data"]
+    assert len(passes) == 3, passes
+    for message in passes:
+        assert "skipped 1 bad samples in this pass" in message and "  missing_column: 1\n" in message
+    assert "4 valid samples, 1 skipped" in passes[0] and "4 valid samples, 1 skipped" in passes[1]
+    assert "1 valid samples, 1 skipped" in passes[2]
+    assert report.counts == {"missing_column": 3} and report.n_ok == 9  # the total still accumulates

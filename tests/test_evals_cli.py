@@ -80,6 +80,27 @@ def test_cli_bad_input_is_one_line_and_exit_2(run, capsys, tmp_path):
                  "--templates", "nope", "--no-cache"]) == 2
 
 
+def test_eval_skips_a_damaged_latest_checkpoint_or_fails_in_one_line_when_it_is_named(run, capsys, tmp_path):
+    import shutil
+
+    run_dir, scenes = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval", "features"))
+    older = copy / "checkpoints" / "step-00000005"
+    newer = copy / "checkpoints" / "step-00000006"
+    shutil.copytree(older, newer)  # the manifest of step 5 holds for the copy until it is damaged
+    weights = newer / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    argv = ["eval", "zeroshot", "--dataset", f"scenes-scene:{scenes}", "--no-cache", "--out", str(tmp_path / "out")]
+    assert main(argv + ["--checkpoint", str(copy)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping damaged checkpoint {newer}: model.safetensors has 1000 bytes" in err
+    assert _json(tmp_path / "out" / "zeroshot-scenes-scene-scenes.json")["checkpoint"] == str(older)
+    assert main(argv + ["--checkpoint", str(newer)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: checkpoint {newer} is damaged: model.safetensors")
+
+
 def test_cifar10_zeroshot_subset_if_shared_data_present(run, tmp_path):
     """Zero-shot over the real CIFAR-10 test tar (first images only, via the library API)."""
     import torch

@@ -85,6 +85,27 @@ def test_unknown_model_and_non_local_pretrained_are_clear_errors():
         create_model("cloob-rn-tiny", pretrained="openai")
 
 
+def test_unknown_model_error_names_the_closest_registered_names_and_cloob_info():
+    from cloob.models import UnknownModelError
+
+    with pytest.raises(UnknownModelError) as e:
+        create_model("vit-b-32")
+    msg = str(e.value)
+    assert msg.startswith("unknown model 'vit-b-32'; closest registered names: ") and "\n" not in msg
+    assert "ViT-B-32" in msg.split(";")[1] and msg.endswith("`cloob info` lists them all")
+
+
+def test_random_init_prints_no_open_clip_warning_and_leaves_logging_unconfigured():
+    import subprocess
+    import sys
+
+    code = ("import logging; from cloob.models import create_model; create_model('cloob-rn-tiny'); "
+            "print(len(logging.getLogger().handlers))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == "", out.stderr  # no "No pretrained weights loaded"
+    assert out.stdout.strip() == "0"  # open_clip's logging.warning would have called basicConfig
+
+
 def test_pretrained_local_checkpoint_in_open_clip_format_loads(tmp_path):
     torch.manual_seed(1)
     a, _, _ = create_model("cloob-rn-tiny")

@@ -256,7 +256,8 @@ def test_read_metrics_skips_only_a_truncated_last_line(tmp_path):
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(runs, tmp_path):
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
-        pytest.skip("chromium is not on PATH (Debian: apt-get install chromium); screenshot test not run")
+        pytest.skip("chromium is not on PATH and could not be installed (Debian: apt-get install chromium, which "
+                    ".ci/run does as root); the report was not opened in a browser")
     report = write_report(runs, tmp_path / "report.html")
     png = tmp_path / "report.png"
     out = subprocess.run(["bash", str(ROOT / "scripts" / "screenshot_report.sh"), str(report), str(png)],

@@ -226,7 +226,9 @@ def test_sigkill_at_an_arbitrary_step_then_resume_equals_an_uninterrupted_run(sc
     assert steps == list(range(1, 11))
 
 
-def test_sigterm_finishes_the_step_saves_and_exits_0_with_a_resume_line(scenes, tmp_path):
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_finishes_the_step_saves_and_exits_128_plus_its_number_with_a_resume_line(scenes, tmp_path, sig,
+                                                                                           code):
     args = base_args(scenes, tmp_path / "run", max_steps=10_000, save_every=10_000, eval_every=10_000)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cli(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -234,10 +236,11 @@ def test_sigterm_finishes_the_step_saves_and_exits_0_with_a_resume_line(scenes, 
     deadline = time.time() + 120
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
-    assert "SIGTERM received" in stdout and "--resume auto" in stdout
+    assert proc.returncode == code, stderr  # stopped, not finished: a scheduler must not see 0
+    assert f"{signal.Signals(sig).name} received" in stdout and "--resume auto" in stdout
+    assert "done:" not in stdout
     last = ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints")
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
     assert last is not None and ckpt.read_meta(last)["step"] == steps[-1]

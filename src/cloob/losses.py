@@ -24,10 +24,9 @@ import torch.nn.functional as F
 
 from cloob.distributed import gather_features, share_gradient
 from cloob.hopfield import mutual_retrieve, retrieve, softmax_
+from cloob.methods import METHODS, OBJECTIVES
 
 Scalar = Union[float, torch.Tensor]
-
-OBJECTIVES = ("infonce", "infoloob")
 
 # Elements of one block of logits (rows × N); 2^24 floats = 64 MiB in float32.
 _BLOCK_ELEMENTS = 1 << 24
@@ -292,15 +291,6 @@ def cloob_loss(image_features: torch.Tensor, text_features: torch.Tensor, inv_ta
         0-dim tensor.
     """
     return contrastive_loss(image_features, text_features, inv_tau, "infoloob", beta)
-
-
-METHODS = {
-    # method name -> (objective, uses Hopfield retrieval)
-    "clip": ("infonce", False),
-    "infoloob": ("infoloob", False),
-    "infonce-hopfield": ("infonce", True),
-    "cloob": ("infoloob", True),
-}
 
 
 def method_loss(method: str, image_features, text_features, inv_tau: Scalar, beta: Scalar | None) -> torch.Tensor:

@@ -11,6 +11,9 @@ CLOOB differ in: ``inv_tau`` (exp-parametrised through open_clip's own
 """
 from __future__ import annotations
 
+import contextlib
+import difflib
+import logging
 import math
 from pathlib import Path
 from typing import Callable
@@ -53,6 +56,21 @@ def register_model_config(path: str | Path) -> str:
 def list_models() -> list[str]:
     """Every architecture name open_clip can build (cloob's small configs included)."""
     return list(open_clip.list_models())
+
+
+class UnknownModelError(ValueError):
+    """A model name that no registered architecture has."""
+
+
+def check_model_name(model_name: str) -> None:
+    """Raise :class:`UnknownModelError` naming the closest registered names unless ``model_name`` is one."""
+    names = list_models()
+    if model_name in names:
+        return
+    by_lower = {n.lower(): n for n in names}  # "vit-b-32" is closest to "ViT-B-32"
+    close = [by_lower[n] for n in difflib.get_close_matches(str(model_name).lower(), by_lower, n=3, cutoff=0.0)]
+    raise UnknownModelError(f"unknown model {model_name!r}; closest registered names: {', '.join(close)}; "
+                            "`cloob info` lists them all")
 
 
 def _truncatable(clip: nn.Module) -> bool:
@@ -182,20 +200,45 @@ def create_model(
         hopfield_beta, learn_hopfield_beta: β of the Hopfield memory (None = no memory).
     Returns:
         (model, train_transform, eval_transform).
+    Raises:
+        UnknownModelError: ``model_name`` is not registered (the message names the closest ones).
     """
-    if model_name not in open_clip.list_models():
-        raise ValueError(f"unknown model {model_name!r}; `cloob info` lists the registered names")
+    check_model_name(model_name)
     if pretrained is not None and not Path(pretrained).is_file():
         raise FileNotFoundError(
             f"pretrained checkpoint {pretrained!r} is not a local file (cloob never downloads weights)"
         )
-    clip, train_tf, eval_tf = open_clip.create_model_and_transforms(
-        model_name, pretrained=None, device=device, precision=precision, **model_kwargs
-    )
+    with _quiet_random_init():
+        clip, train_tf, eval_tf = open_clip.create_model_and_transforms(
+            model_name, pretrained=None, device=device, precision=precision, **model_kwargs
+        )
     if pretrained is not None:
         clip.load_state_dict(load_state_dict_file(pretrained))
     model = ContrastiveModel(clip, model_name, inv_tau, learn_inv_tau, hopfield_beta, learn_hopfield_beta)
     return model.to(device), train_tf, eval_tf
+
+
+@contextlib.contextmanager
+def _quiet_random_init():
+    """Drop open_clip's "No pretrained weights loaded" warning: cloob always asks open_clip for a
+    random init and loads any weights itself, so the warning only adds noise (before a data error, too).
+
+    open_clip logs it with ``logging.warning``, which would also configure the root logger
+    (``basicConfig``) when it has no handler; a temporary stderr handler avoids that side effect
+    while any other warning still prints.
+    """
+    root = logging.getLogger()
+    keep = lambda record: not record.getMessage().startswith("No pretrained weights loaded")  # noqa: E731
+    handler = None if root.handlers else logging.StreamHandler()
+    root.addFilter(keep)
+    if handler is not None:
+        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+        if handler is not None:
+            root.removeHandler(handler)
 
 
 def get_tokenizer(model_name: str):

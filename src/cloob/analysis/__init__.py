@@ -5,11 +5,14 @@ and :mod:`cloob.analysis.stats`; figures in :mod:`cloob.analysis.plots`; encodin
 dataset with a checkpoint and writing ``analysis.json`` + PNGs in
 :mod:`cloob.analysis.analyze`. The HTML report is :mod:`cloob.report`.
 """
-from cloob.analysis.diagnostics import (ajne_statistic, alignment, effective_eigenvalues, eigenvalue_spectrum,
-                                        relative_change, saturation_terms, similarity_distributions, uniformity)
-from cloob.analysis.stats import welch_p, welch_table
+from cloob.lazy import lazy_exports
 
-__all__ = [
-    "ajne_statistic", "alignment", "effective_eigenvalues", "eigenvalue_spectrum", "relative_change",
-    "saturation_terms", "similarity_distributions", "uniformity", "welch_p", "welch_table",
-]
+# imported on first use: the diagnostics need numpy and torch, and `cloob --help` imports this package
+_EXPORTS = {
+    **dict.fromkeys(("ajne_statistic", "alignment", "effective_eigenvalues", "eigenvalue_spectrum", "relative_change",
+                     "saturation_terms", "similarity_distributions", "uniformity"), "cloob.analysis.diagnostics"),
+    **dict.fromkeys(("welch_p", "welch_table"), "cloob.analysis.stats"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = list(_EXPORTS)

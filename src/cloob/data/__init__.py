@@ -29,15 +29,22 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from cloob.data.bad import BadSample, BadSampleReport, DataError, REASONS, to_rgb
-from cloob.data.loader import collate, first_valid, make_loader, rank_indices
-from cloob.data.retrieval import text_image, texts
-from cloob.data.transforms import image_transform
+from cloob.lazy import lazy_exports
+
+# imported on first use: the modules behind these names load numpy, Pillow, torch or open_clip
+_EXPORTS = {
+    **dict.fromkeys(("BadSample", "BadSampleReport", "DataError", "REASONS", "to_rgb"), "cloob.data.bad"),
+    "ReadPolicy": "cloob.data.policy",
+    **dict.fromkeys(("collate", "first_valid", "make_loader", "rank_indices"), "cloob.data.loader"),
+    **dict.fromkeys(("text_image", "texts"), "cloob.data.retrieval"),
+    "image_transform": "cloob.data.transforms",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
-    "BadSample", "BadSampleReport", "DataError", "REASONS", "to_rgb", "collate", "make_loader", "rank_indices",
-    "image_transform", "open_pairs", "open_labelled", "open_retrieval", "shared_dir", "texts", "text_image",
-    "spec_kind",
+    "BadSample", "BadSampleReport", "DataError", "REASONS", "ReadPolicy", "to_rgb", "collate", "make_loader",
+    "rank_indices", "image_transform", "open_pairs", "open_labelled", "open_retrieval", "shared_dir", "texts",
+    "text_image", "spec_kind",
 ]
 
 
@@ -55,6 +62,11 @@ def _split(spec: str) -> tuple[str, str]:
     if sep and head in PREFIXES:
         return head, rest
     return "", spec
+
+
+def _given(**options) -> dict:
+    """The options that are not None (so a dataset's own default applies otherwise)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 PREFIXES = ("wds", "scenes", "cifar10-captions", "cifar10", "cifar10-train", "cifar10-test", "scenes-scene",
@@ -78,7 +90,7 @@ def spec_kind(spec: str) -> str:
 
 
 def open_pairs(spec: str, *, image_transform: Callable | None, tokenizer: Callable | None, strict: bool = False,
-               check: bool = True, **format_options):
+               check: bool = True, policy=None, **format_options):
     """Dataset of (image, tokens) pairs (tokens = ``tokenizer([caption])[0]``; the caption
     string when ``tokenizer`` is None). Map-style for CSV/scenes/CIFAR, iterable for webdataset.
 
@@ -86,22 +98,26 @@ def open_pairs(spec: str, *, image_transform: Callable | None, tokenizer: Callab
     ``csv_separator`` (tab for .tsv, comma for .csv); webdataset ``caption_key``,
     ``shuffle_buffer``; CIFAR ``seed``. With ``check`` (default) a source without a
     single valid sample raises :class:`DataError` here, before training starts.
+    ``policy``: a :class:`~cloob.data.policy.ReadPolicy` for CSV and webdataset sources
+    (data root, path check, byte and pixel limits); None = the defaults.
     """
+    from cloob.data.bad import DataError
     from cloob.data.cifar10 import Cifar10Captions
     from cloob.data.csvfile import CsvPairs
+    from cloob.data.loader import first_valid
     from cloob.data.scenes import ScenesPairs
     from cloob.data.wds import WdsPairs
 
     prefix, rest = _split(spec)
     common = dict(image_transform=image_transform, tokenizer=tokenizer, strict=strict)
     if prefix == "wds" or (not prefix and rest.lower().endswith(".tar")):
-        ds = WdsPairs(rest, **common, **format_options)
+        ds = WdsPairs(rest, **common, **_given(policy=policy), **format_options)
     elif prefix == "scenes":
         ds = ScenesPairs(rest, **common, **format_options)
     elif prefix == "cifar10-captions":
         ds = Cifar10Captions(rest or None, **common, **format_options)
     elif not prefix and rest.lower().endswith((".csv", ".tsv")):
-        ds = CsvPairs(rest, **common, **format_options)
+        ds = CsvPairs(rest, **common, **_given(policy=policy), **format_options)
     else:
         raise DataError(f"cannot open {spec!r} as image-text pairs: expected a .csv/.tsv file, "
                         "wds:<shards>, a .tar shard pattern, scenes:<DIR> or cifar10-captions:<DIR>")
@@ -110,10 +126,16 @@ def open_pairs(spec: str, *, image_transform: Callable | None, tokenizer: Callab
     return ds
 
 
-def open_labelled(spec: str, *, image_transform: Callable | None, strict: bool = False, check: bool = True):
-    """Dataset of (image, label int) with ``classes: list[str]`` (human-readable names)."""
+def open_labelled(spec: str, *, image_transform: Callable | None, strict: bool = False, check: bool = True,
+                  policy=None):
+    """Dataset of (image, label int) with ``classes: list[str]`` (human-readable names).
+
+    ``policy``: a :class:`~cloob.data.policy.ReadPolicy` for image folders and tars; None = the defaults.
+    """
+    from cloob.data.bad import DataError
     from cloob.data.cifar10 import open_cifar10
     from cloob.data.folder import ImageFolder, TarFolder
+    from cloob.data.loader import first_valid
     from cloob.data.scenes import ScenesLabelled
 
     prefix, rest = _split(spec)
@@ -126,9 +148,9 @@ def open_labelled(spec: str, *, image_transform: Callable | None, strict: bool =
         ds = ScenesLabelled(rest, "eval_scene" if prefix == "scenes-scene" else "eval_object",
                             image_transform=image_transform)
     elif not prefix and Path(rest).is_dir():
-        ds = ImageFolder(rest, image_transform=image_transform, strict=strict)
+        ds = ImageFolder(rest, image_transform=image_transform, strict=strict, **_given(policy=policy))
     elif not prefix and rest.lower().endswith(".tar"):
-        ds = TarFolder(rest, image_transform=image_transform, strict=strict)
+        ds = TarFolder(rest, image_transform=image_transform, strict=strict, **_given(policy=policy))
     else:
         raise DataError(f"cannot open {spec!r} as labelled images: expected an image folder, a .tar of "
                         "<root>/<class>/*, cifar10[-train|-test]:<DIR>, scenes-scene:<DIR> or scenes-object:<DIR>")
@@ -137,9 +159,12 @@ def open_labelled(spec: str, *, image_transform: Callable | None, strict: bool =
     return ds
 
 
-def open_retrieval(spec: str, *, image_transform: Callable | None, strict: bool = False, **format_options):
+def open_retrieval(spec: str, *, image_transform: Callable | None, strict: bool = False, policy=None,
+                   **format_options):
     """Images with a list of captions each: ``ds[i] -> (image, i)``, ``ds.captions[i]``;
-    ``texts(ds)``/``text_image(ds)`` give the flat caption list and its image indices."""
+    ``texts(ds)``/``text_image(ds)`` give the flat caption list and its image indices.
+    ``policy`` (CSV): a :class:`~cloob.data.policy.ReadPolicy`; None = the defaults."""
+    from cloob.data.bad import DataError
     from cloob.data.retrieval import CsvRetrieval
     from cloob.data.scenes import ScenesRetrieval
 
@@ -147,5 +172,6 @@ def open_retrieval(spec: str, *, image_transform: Callable | None, strict: bool 
     if prefix == "scenes-retrieval":
         return ScenesRetrieval(rest, image_transform=image_transform)
     if not prefix and rest.lower().endswith((".csv", ".tsv")):
-        return CsvRetrieval(rest, image_transform=image_transform, strict=strict, **format_options)
+        return CsvRetrieval(rest, image_transform=image_transform, strict=strict, **_given(policy=policy),
+                            **format_options)
     raise DataError(f"cannot open {spec!r} as a retrieval set: expected scenes-retrieval:<DIR> or a .csv/.tsv")

@@ -24,18 +24,28 @@ Skipped with a counted reason:
     non_utf8_caption   caption bytes that are not valid UTF-8
     missing_column     a CSV row with fewer fields than the header, or an empty image field;
                        a webdataset sample that lacks its image or its caption member
+    extra_column       a CSV row with more fields than the header (quoted commas are one field)
     truncated_shard    a tar shard that ends in the middle of a member (or header)
+    outside_root       a path that resolves outside the data root; an archive member with an
+                       absolute name or a ``..`` component (see :mod:`cloob.data.policy`)
+    not_regular_file   a directory, FIFO or device where an image file was expected; a link
+                       or device member in an archive (never followed)
+    file_too_large     a file or member over ``max_image_bytes``, skipped before it is read
+    too_many_pixels    an image over ``max_image_pixels``, skipped from its header before decoding
 """
 from __future__ import annotations
 
 import io
 import logging
 import os
+import stat
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from cloob.data.policy import DEFAULT_POLICY, ReadPolicy
 
 log = logging.getLogger("cloob.data")
 
@@ -47,7 +57,12 @@ REASONS = (
     "empty_caption",
     "non_utf8_caption",
     "missing_column",
+    "extra_column",
     "truncated_shard",
+    "outside_root",
+    "not_regular_file",
+    "file_too_large",
+    "too_many_pixels",
 )
 MAX_EXAMPLES = 5
 
@@ -171,18 +186,29 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_image(data: bytes, path: str, row=None) -> Image.Image:
-    """Bytes -> RGB PIL image, or :class:`BadSampleError` with the reason."""
+def decode_image(data: bytes, path: str, row=None, policy: ReadPolicy = DEFAULT_POLICY) -> Image.Image:
+    """Bytes -> RGB PIL image, or :class:`BadSampleError` with the reason.
+
+    The size is read from the header and checked against ``policy.max_image_pixels``
+    before any pixel is decoded, so a small file that decodes to gigabytes costs nothing.
+    """
     if len(data) == 0:
         raise BadSampleError("zero_size_image", path, row, "0 bytes")
     try:
-        img = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # Pillow's bomb warning: cloob's own, lower limit decides below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as e:
         raise BadSampleError("corrupt_image", path, row, "not a recognised image format") from e
+    except Image.DecompressionBombError as e:
+        raise BadSampleError("too_many_pixels", path, row, str(e)) from e
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad sample
         raise BadSampleError("corrupt_image", path, row, f"{type(e).__name__}: {e}") from e
     if img.width == 0 or img.height == 0:
         raise BadSampleError("zero_size_image", path, row, f"{img.width}x{img.height}")
+    if img.width * img.height > policy.max_image_pixels:
+        raise BadSampleError("too_many_pixels", path, row, f"{img.width}x{img.height} = {img.width * img.height:,} "
+                             f"pixels, more than max_image_pixels {policy.max_image_pixels:,}")
     try:
         img.load()
     except OSError as e:
@@ -193,18 +219,46 @@ def decode_image(data: bytes, path: str, row=None) -> Image.Image:
     return to_rgb(img)
 
 
-def load_image(path: str | os.PathLike, row=None) -> Image.Image:
-    """Read and decode an image file -> RGB PIL image, or :class:`BadSampleError`."""
-    p = Path(path)
+def read_file(path: str | os.PathLike, row=None, policy: ReadPolicy = DEFAULT_POLICY) -> bytes:
+    """The bytes of a regular file of at most ``policy.max_image_bytes``, or :class:`BadSampleError`.
+
+    The type and size are checked on the open descriptor before reading (no race with a
+    rename), and the read is bounded anyway, so a device such as ``/dev/zero`` or a FIFO
+    costs nothing and never blocks.
+    """
+    path = str(path)
     try:
-        data = p.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO must not wait for a writer
     except FileNotFoundError as e:
-        raise BadSampleError("missing_file", str(p), row, "no such file") from e
-    except IsADirectoryError as e:
-        raise BadSampleError("missing_file", str(p), row, "is a directory") from e
+        raise BadSampleError("missing_file", path, row, "no such file") from e
     except OSError as e:
-        raise BadSampleError("missing_file", str(p), row, f"cannot read: {e}") from e
-    return decode_image(data, str(p), row)
+        raise BadSampleError("missing_file", path, row, f"cannot read: {e}") from e
+    limit = policy.max_image_bytes
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+            raise BadSampleError("not_regular_file", path, row, f"is {kind}")
+        if st.st_size > limit:
+            raise BadSampleError("file_too_large", path, row, f"{st.st_size} bytes, more than max_image_bytes {limit}")
+        chunks, n = [], 0
+        while n <= limit and (chunk := os.read(fd, limit + 1 - n)):
+            chunks.append(chunk)
+            n += len(chunk)
+    except OSError as e:
+        raise BadSampleError("missing_file", path, row, f"cannot read: {e}") from e
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:  # grew after the check
+        raise BadSampleError("file_too_large", path, row, f"more than max_image_bytes {limit}")
+    return data
+
+
+def load_image(path: str | os.PathLike, row=None, policy: ReadPolicy = DEFAULT_POLICY) -> Image.Image:
+    """Read and decode an image file -> RGB PIL image, or :class:`BadSampleError`."""
+    return decode_image(read_file(path, row, policy), str(path), row, policy)
 
 
 # ---------------------------------------------------------------- captions

@@ -29,6 +29,29 @@ def cmd_scenes(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_read_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of :class:`cloob.data.policy.ReadPolicy` (where paths may point, byte and pixel limits)."""
+    from cloob.data.policy import DEFAULT_POLICY
+
+    g = parser.add_argument_group("what may be read")
+    g.add_argument("--data-root", default=None,
+                   help="relative CSV paths resolve here and every path must lie under it (default: the CSV's folder)")
+    g.add_argument("--allow-any-path", action="store_true", help="read paths outside the data root too")
+    g.add_argument("--max-image-bytes", type=int, default=None,
+                   help=f"skip larger image files unread (default {DEFAULT_POLICY.max_image_bytes})")
+    g.add_argument("--max-image-pixels", type=int, default=None,
+                   help=f"skip images with more pixels before decoding (default {DEFAULT_POLICY.max_image_pixels})")
+
+
+def read_policy(args: argparse.Namespace):
+    """The :class:`~cloob.data.policy.ReadPolicy` of the flags added by :func:`add_read_arguments`."""
+    from cloob.data.policy import ReadPolicy
+
+    given = {k: getattr(args, k) for k in ("data_root", "allow_any_path", "max_image_bytes", "max_image_pixels")
+             if getattr(args, k, None) not in (None, False)}
+    return ReadPolicy(**given)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from cloob.data import (BadSampleReport, DataError, image_transform, make_loader, open_labelled,
                             open_pairs, open_retrieval, spec_kind)
@@ -40,19 +63,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     tf = image_transform(args.size, train=False)
     report = BadSampleReport(args.spec)
     try:
+        policy = read_policy(args)
         if kind == "pairs":
-            ds = open_pairs(args.spec, image_transform=tf, tokenizer=None, strict=args.strict, check=False)
+            ds = open_pairs(args.spec, image_transform=tf, tokenizer=None, strict=args.strict, check=False,
+                            policy=policy)
         elif kind == "retrieval":
-            ds = open_retrieval(args.spec, image_transform=tf, strict=args.strict)
-            if hasattr(ds, "report"):
-                report.merge(ds.report)
+            ds = open_retrieval(args.spec, image_transform=tf, strict=args.strict, policy=policy)
         else:
-            ds = open_labelled(args.spec, image_transform=tf, strict=args.strict, check=False)
+            ds = open_labelled(args.spec, image_transform=tf, strict=args.strict, check=False, policy=policy)
+        if getattr(ds, "report", None) is not None:  # rows or members refused while indexing
+            report.merge(ds.report)
         loader = make_loader(ds, args.batch_size, shuffle=False, seed=0, num_workers=args.workers,
                              drop_last=False, report=report)
         for _ in loader:
             pass
-    except DataError as e:
+    except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{kind} source {args.spec}: {report.n_ok} valid samples")
@@ -83,4 +108,5 @@ def add_commands(subparsers) -> None:
     c.add_argument("--batch-size", type=int, default=64)
     c.add_argument("--workers", type=int, default=0)
     c.add_argument("--size", type=int, default=32, help="resize images to this size while checking")
+    add_read_arguments(c)
     c.set_defaults(func=cmd_check)

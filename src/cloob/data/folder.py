@@ -4,6 +4,10 @@ A tar archive is indexed once (member name, data offset, size) with ``tarfile``
 and read without extracting: each process opens the file lazily and reads a
 member with one ``seek`` + ``read``. Class = the image's parent directory name;
 classes are sorted unless given (e.g. CIFAR-10's canonical order).
+
+Image members that must not be read (an absolute or ``..`` name, a link or a
+device, more than ``max_image_bytes``) are left out of the index and counted in
+``self.report`` (:mod:`cloob.data.policy`); folder entries are checked as they are read.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from typing import Callable, Sequence
 
 from torch.utils.data import Dataset
 
-from cloob.data.bad import BadSampleError, DataError, decode_image, handle_bad, load_image
+from cloob.data.bad import BadSampleError, BadSampleReport, DataError, decode_image, handle_bad, load_image
+from cloob.data.policy import DEFAULT_POLICY, ReadPolicy, member_problem
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -29,8 +34,9 @@ class LabelledImages(Dataset):
     classes: list[str]
     items: list[tuple[str, int]]
 
-    def __init__(self, name: str, image_transform: Callable | None, strict: bool):
-        self.name, self.image_transform, self.strict = name, image_transform, strict
+    def __init__(self, name: str, image_transform: Callable | None, strict: bool, policy: ReadPolicy):
+        self.name, self.image_transform, self.strict, self.policy = name, image_transform, strict, policy
+        self.report = BadSampleReport(name)  # entries refused while indexing
 
     def __len__(self) -> int:
         return len(self.items)
@@ -58,12 +64,14 @@ class LabelledImages(Dataset):
         lookup = {c: i for i, c in enumerate(classes)}
         self.items = [(loc, lookup[c]) for loc, c in sorted(pairs)]
         if not self.items:
-            raise DataError(f"{self.name}: no images found (expected <root>/<class>/*.jpg)")
+            refused = f"; refused:\n{self.report.format()}" if self.report.n_bad else ""
+            raise DataError(f"{self.name}: no images found (expected <root>/<class>/*.jpg){refused}")
 
 
 class ImageFolder(LabelledImages):
-    def __init__(self, root, *, image_transform=None, strict=False, classes: Sequence[str] | None = None):
-        super().__init__(str(root), image_transform, strict)
+    def __init__(self, root, *, image_transform=None, strict=False, classes: Sequence[str] | None = None,
+                 policy: ReadPolicy = DEFAULT_POLICY):
+        super().__init__(str(root), image_transform, strict, policy)
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"image folder {str(root)!r} does not exist")
@@ -74,25 +82,33 @@ class ImageFolder(LabelledImages):
         self._index(pairs, classes)
 
     def read(self, i):
-        return load_image(self.items[i][0], row=i)
+        return load_image(self.items[i][0], row=i, policy=self.policy)
 
 
 class TarFolder(LabelledImages):
     """``<anything>/<class>/<file>.jpg`` members of an uncompressed tar, read in place."""
 
     def __init__(self, path, *, image_transform=None, strict=False, classes: Sequence[str] | None = None,
-                 prefix: str = ""):
-        super().__init__(str(path), image_transform, strict)
+                 prefix: str = "", policy: ReadPolicy = DEFAULT_POLICY):
+        super().__init__(str(path), image_transform, strict, policy)
         self.path = str(path)
         if not Path(path).is_file():
             raise DataError(f"tar archive {self.path!r} does not exist")
         try:
             with tarfile.open(self.path, mode="r:") as tar:
-                members = [m for m in tar.getmembers() if m.isreg() and _is_image(m.name)
-                           and m.name.startswith(prefix) and "/" in m.name]
+                candidates = [m for m in tar.getmembers() if not m.isdir() and _is_image(m.name)
+                              and m.name.startswith(prefix) and "/" in m.name]
         except tarfile.ReadError as e:
             raise DataError(f"{self.path}: not an uncompressed tar archive ({e}); "
                             "compressed archives cannot be read in place") from e
+        members = []
+        for m in candidates:
+            problem = member_problem(m, policy)
+            if problem is None:
+                members.append(m)
+            else:
+                self.report.add(handle_bad(BadSampleError(problem[0], f"{self.path}:{m.name}", None, problem[1]),
+                                           strict))
         self.offsets = {m.name: (m.offset_data, m.size) for m in members}
         self._index([(m.name, m.name.split("/")[-2]) for m in members], classes)
         self._fh = None

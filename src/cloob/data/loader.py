@@ -101,24 +101,32 @@ class PairLoader:
         return DataLoader(self.dataset, batch_sampler=self.batches, **common)
 
     def __iter__(self) -> Iterator[tuple]:
-        seen_bad = self.report.n_bad
-        ok_before = self.report.n_ok
+        this_pass = BadSampleReport(self.report.name)  # this pass only; self.report accumulates over passes
         skip = self.start_batch if self.iterable else 0
-        for i, (*fields, bad) in enumerate(self._loader()):
-            for b in bad:
-                self.report.add(b)
-            if fields[0] is None:
-                continue
-            self.report.n_ok += len(fields[0])
-            if i < skip:
-                continue
-            yield tuple(fields)
-        new_bad = self.report.n_bad - seen_bad
-        if new_bad and self.report.n_ok == ok_before:
-            raise DataError(f"no valid sample in this epoch; every sample was bad:\n{self.report.format()}")
-        if new_bad:
-            log.warning("epoch %d rank %d: skipped %d bad samples\n%s", self.epoch, self.rank, new_bad,
-                        self.report.format())
+        try:
+            for i, (*fields, bad) in enumerate(self._loader()):
+                for b in bad:
+                    self.report.add(b)
+                    this_pass.add(b)
+                if fields[0] is None:
+                    continue
+                self.report.n_ok += len(fields[0])
+                this_pass.n_ok += len(fields[0])
+                if i < skip:
+                    continue
+                yield tuple(fields)
+        except GeneratorExit:  # the consumer stopped early, e.g. at the end of an epoch of steps_per_epoch steps
+            self._log_pass(this_pass)
+            raise
+        if this_pass.n_bad and not this_pass.n_ok:
+            raise DataError(f"no valid sample in this epoch; every sample was bad:\n{this_pass.format()}")
+        self._log_pass(this_pass)
+
+    def _log_pass(self, this_pass: BadSampleReport) -> None:
+        """One warning per pass that skipped samples, with that pass's counts."""
+        if this_pass.n_bad:
+            log.warning("epoch %d rank %d: skipped %d bad samples in this pass\n%s", self.epoch, self.rank,
+                        this_pass.n_bad, this_pass.format())
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, epoch: int = 0,

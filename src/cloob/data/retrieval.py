@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from cloob.data.bad import BadSampleError, DataError, check_caption, handle_bad, load_image
 from cloob.data.csvfile import CsvRows
+from cloob.data.policy import DEFAULT_POLICY, ReadPolicy
 
 
 def texts(ds) -> list[str]:
@@ -28,18 +29,17 @@ class CsvRetrieval(Dataset):
     ``self.report`` (an image left with no caption is dropped too)."""
 
     def __init__(self, path, *, image_transform=None, strict=False, csv_img_key="filepath",
-                 csv_caption_key="title", csv_separator=None):
+                 csv_caption_key="title", csv_separator=None, policy: ReadPolicy = DEFAULT_POLICY):
         from cloob.data.bad import BadSampleReport
 
-        table = CsvRows(path, csv_img_key, csv_caption_key, csv_separator)
-        self.name, self.image_transform, self.strict = str(path), image_transform, strict
+        table = CsvRows(path, csv_img_key, csv_caption_key, csv_separator, policy)
+        self.name, self.image_transform, self.strict, self.policy = str(path), image_transform, strict, policy
         self.report = BadSampleReport(self.name)
         groups: OrderedDict[str, list[str]] = OrderedDict()
-        for line, img, cap in table.rows:
+        for row in table.rows:
             try:
-                if img is None or cap is None:
-                    raise BadSampleError("missing_column", str(path), line, "row has no image or caption field")
-                groups.setdefault(img, []).append(check_caption(cap, str(path), line))
+                row.check(str(path))
+                groups.setdefault(row.image, []).append(check_caption(row.caption, str(path), row.line))
             except BadSampleError as e:
                 self.report.add(handle_bad(e, strict))
         self.paths = list(groups)
@@ -52,7 +52,7 @@ class CsvRetrieval(Dataset):
 
     def __getitem__(self, i):
         try:
-            img = load_image(self.paths[i], row=i)
+            img = load_image(self.paths[i], row=i, policy=self.policy)
         except BadSampleError as e:
             return handle_bad(e, self.strict)
         return (self.image_transform(img) if self.image_transform else img), i

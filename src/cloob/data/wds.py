@@ -10,7 +10,10 @@ Every shard is read by exactly one (rank, worker); with fewer shards than
 ``R*W`` some workers get none.
 
 A shard that ends in the middle of a member counts one ``truncated_shard`` bad
-sample (the sample being read) and reading moves on to the next shard.
+sample (the sample being read) and reading moves on to the next shard. A sample
+with a member that must not be read (an absolute or ``..`` name, a link or a
+device, more than ``max_image_bytes``; :mod:`cloob.data.policy`) is skipped whole
+and counted once.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from torch.utils.data import IterableDataset
 
 from cloob.data.bad import BadSampleError, DataError, check_caption, decode_image, handle_bad
 from cloob.data.csvfile import finish_pair
+from cloob.data.policy import DEFAULT_POLICY, ReadPolicy, member_problem
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -56,29 +60,39 @@ def _open(url: str):
     return open(url, "rb")
 
 
-def iter_shard(url: str, is_complete: Callable[[dict], bool] = lambda m: True):
+def iter_shard(url: str, is_complete: Callable[[dict], bool] = lambda m: True, policy: ReadPolicy = DEFAULT_POLICY):
     """Yield (key, {ext: bytes}) for each sample of one shard, or a BadSampleError.
 
     When the shard ends early, the sample being read counts once as
     ``truncated_shard``; a sample whose members were all read before the break
-    (``is_complete``) is still yielded.
+    (``is_complete``) is still yielded. A sample with a member that ``policy``
+    refuses is yielded once as that BadSampleError, and none of its members is read.
     """
     if "://" not in url and not url.startswith("pipe:") and not Path(url).is_file():
         yield BadSampleError("missing_file", url, None, "shard does not exist")
         return
-    key, members, reading = None, {}, None
+    key, members, reading, refused = None, {}, None, None
     try:
         with _open(url) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
             for info in tar:
-                if not info.isreg():
+                if info.isdir():
                     continue
                 k, ext = split_key(info.name)
                 if k.startswith("__") or "/__" in k:
                     continue
                 if key is not None and k != key:
-                    yield key, members
+                    if key != refused:
+                        yield key, members
                     members = {}
-                key, reading = k, info.name
+                key = k
+                if k == refused:
+                    continue  # another member of a refused sample
+                problem = member_problem(info, policy)
+                if problem is not None:
+                    refused, members = k, {}
+                    yield BadSampleError(problem[0], url, info.name, problem[1])
+                    continue
+                reading = info.name
                 members[ext] = tar.extractfile(info).read()
                 reading = None
             # tarfile's stream mode ends quietly on a partial header; a complete shard has
@@ -86,12 +100,12 @@ def iter_shard(url: str, is_complete: Callable[[dict], bool] = lambda m: True):
             if "://" not in url and not url.startswith("pipe:") and Path(url).stat().st_size - tar.offset < 1024:
                 raise tarfile.ReadError("no end-of-archive marker")
     except (tarfile.TarError, EOFError, OSError) as e:
-        if reading is None and key is not None and is_complete(members):
+        if reading is None and key is not None and key != refused and is_complete(members):
             yield key, members
             reading = "(next member header)"
         yield BadSampleError("truncated_shard", url, reading or key, f"shard ends early ({e})")
         return
-    if key is not None:
+    if key is not None and key != refused:
         yield key, members
 
 
@@ -100,9 +114,10 @@ class WdsPairs(IterableDataset):
     :class:`~cloob.data.bad.BadSample` sentinels (or raise when strict)."""
 
     def __init__(self, spec: str, *, image_transform: Callable | None, tokenizer: Callable | None,
-                 strict: bool = False, caption_key: str = "txt", shuffle_buffer: int = 0):
+                 strict: bool = False, caption_key: str = "txt", shuffle_buffer: int = 0,
+                 policy: ReadPolicy = DEFAULT_POLICY):
         self.urls = expand_urls(spec)
-        self.name = spec
+        self.name, self.policy = spec, policy
         self.image_transform, self.tokenizer, self.strict = image_transform, tokenizer, strict
         self.caption_key, self.shuffle_buffer = caption_key, shuffle_buffer
         self.configure()
@@ -127,7 +142,7 @@ class WdsPairs(IterableDataset):
 
     def _samples(self):
         for url in self.my_shards():
-            for item in iter_shard(url, self._complete):
+            for item in iter_shard(url, self._complete, self.policy):
                 if isinstance(item, BadSampleError):
                     yield handle_bad(item, self.strict)
                     continue
@@ -138,7 +153,7 @@ class WdsPairs(IterableDataset):
                         what = "image (.jpg/.png)" if ext is None else f".{self.caption_key} caption"
                         raise BadSampleError("missing_column", url, key, f"sample has no {what}")
                     caption = check_caption(m[self.caption_key], url, key)
-                    image = decode_image(m[ext], f"{url}:{key}.{ext}", key)
+                    image = decode_image(m[ext], f"{url}:{key}.{ext}", key, self.policy)
                 except BadSampleError as e:
                     yield handle_bad(e, self.strict)
                     continue

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from cloob.data.commands import add_read_arguments
 
 
 # ------------------------------------------------------------------ helpers
@@ -61,14 +61,16 @@ class Context:
 
     def __init__(self, args):
         from cloob.data import image_transform
+        from cloob.data.commands import read_policy
         from cloob.evals.features import default_device
         from cloob.models import get_tokenizer
         from cloob.train.checkpoint import load_model
 
         self.args = args
         self.t0 = time.perf_counter()
+        self.policy = read_policy(args)
         device = args.device or default_device()
-        self.model, self.meta = load_model(args.checkpoint, device=device)
+        self.model, self.meta = load_model(args.checkpoint, device=device, warn=self.log)
         self.ckpt = Path(self.meta["checkpoint"])
         self.tokenizer = get_tokenizer(self.model.model_name)
         self.transform = image_transform(self.model, train=False, resize=args.resize)
@@ -79,11 +81,14 @@ class Context:
         print(msg, file=sys.stderr)
 
     def _cache_file(self, spec: str, kind: str):
+        from cloob.data.policy import DEFAULT_POLICY
         from cloob.evals.features import cache_key, cache_path
 
         if self.cache_dir is None:
             return None
-        key = cache_key(self.ckpt, self.meta.get("step"), spec, self.transform, kind)
+        # another read policy may skip other samples: its features are cached apart (the default's keys stay)
+        read = str(spec) if self.policy == DEFAULT_POLICY else f"{spec} {self.policy!r}"
+        key = cache_key(self.ckpt, self.meta.get("step"), read, self.transform, kind)
         return cache_path(self.cache_dir, key, dataset_slug(spec), kind)
 
     def labelled(self, spec: str):
@@ -91,7 +96,7 @@ class Context:
         from cloob.data import open_labelled
         from cloob.evals.features import Features, cached, encode_labelled
 
-        ds = open_labelled(spec, image_transform=self.transform)
+        ds = open_labelled(spec, image_transform=self.transform, policy=self.policy)
         feats = cached(lambda: encode_labelled(self.model, ds, batch_size=self.args.batch_size,
                                                num_workers=self.args.workers, progress=True),
                        Features, self._cache_file(spec, "labelled"), self.log)
@@ -103,7 +108,7 @@ class Context:
         from cloob.data import open_retrieval
         from cloob.evals.features import RetrievalFeatures, cached, encode_retrieval
 
-        ds = open_retrieval(spec, image_transform=self.transform)
+        ds = open_retrieval(spec, image_transform=self.transform, policy=self.policy)
         return ds, cached(lambda: encode_retrieval(self.model, self.tokenizer, ds, batch_size=self.args.batch_size,
                                                    num_workers=self.args.workers, progress=True),
                           RetrievalFeatures, self._cache_file(spec, "retrieval"), self.log)
@@ -277,30 +282,30 @@ def cmd_confusions(args) -> int:
 
 @_guard
 def cmd_finetune(args) -> int:
-    from safetensors.torch import save_file
     from torch.utils.data import Subset
 
     from cloob.data import image_transform, open_labelled
     from cloob.evals.finetune import finetune
     from cloob.evals.linear_probe import stratified_split
     from cloob.evals.zeroshot import class_text_embeddings
+    from cloob.weights import save_safetensors
 
     args.no_cache, args.cache_dir = True, None
     ctx = Context(args)
     train_tf = image_transform(ctx.model, train=True, resize=args.resize, augment=not args.no_augment)
     test_tf = image_transform(ctx.model, train=False, resize=args.resize)
-    test_ds = open_labelled(args.dataset, image_transform=test_tf)
+    test_ds = open_labelled(args.dataset, image_transform=test_tf, policy=ctx.policy)
     if args.train_dataset:
-        train_ds = open_labelled(args.train_dataset, image_transform=train_tf)
+        train_ds = open_labelled(args.train_dataset, image_transform=train_tf, policy=ctx.policy)
         note = {"train_dataset": args.train_dataset}
     else:
         labels = dataset_labels(test_ds)
         tr, te = stratified_split(labels, args.test_fraction, args.split_seed)
-        train_ds = Subset(open_labelled(args.dataset, image_transform=train_tf), tr.tolist())
+        train_ds = Subset(open_labelled(args.dataset, image_transform=train_tf, policy=ctx.policy), tr.tolist())
         test_ds_full, test_ds = test_ds, Subset(test_ds, te.tolist())
         test_ds.classes, test_ds.name = test_ds_full.classes, test_ds_full.name
         note = {"train_dataset": None, "split": f"stratified, test fraction {args.test_fraction}, seed {args.split_seed}"}
-    classes = list(open_labelled(args.dataset, image_transform=None, check=False).classes)
+    classes = list(open_labelled(args.dataset, image_transform=None, check=False, policy=ctx.policy).classes)
     if args.classnames:
         from cloob.evals.templates import load_classnames
 
@@ -315,10 +320,10 @@ def cmd_finetune(args) -> int:
     name = f"finetune-{args.head}-{args.unfreeze}-{dataset_slug(args.dataset)}"
     ctx.out.mkdir(parents=True, exist_ok=True)
     files = {"head": str(ctx.out / f"{name}.head.safetensors")}
-    save_file({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, files["head"])
+    save_safetensors({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, files["head"])
     if args.unfreeze != "none":
         files["backbone"] = str(ctx.out / f"{name}.visual.safetensors")
-        save_file({k: v.detach().contiguous().cpu() for k, v in ctx.model.clip.visual.state_dict().items()},
+        save_safetensors({k: v.detach().contiguous().cpu() for k, v in ctx.model.clip.visual.state_dict().items()},
                   files["backbone"])
     metrics, details = _split_metrics(m)
     details.update({"protocol": note, "head": args.head, "unfreeze": args.unfreeze, "resize": args.resize,
@@ -362,6 +367,7 @@ def _common(p, retrieval: bool = False) -> None:
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     p.add_argument("--resize", choices=("bicubic", "bilinear"), default="bicubic",
                    help="interpolation to the model's input size")
+    add_read_arguments(p)
 
 
 def _zs_args(p) -> None:

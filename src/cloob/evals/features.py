@@ -111,8 +111,11 @@ def encode_labelled(model, dataset, *, batch_size: int = 256, num_workers: int =
     feats, li = encode_images(model, loader, progress=progress, desc=f"encode {getattr(dataset, 'name', '')}")
     if was_training:
         model.train()
+    report = loader.report
+    if getattr(dataset, "report", None) is not None:  # tar members refused while indexing
+        report.merge(dataset.report)
     return Features(feats, li[:, 0].astype(np.int64), li[:, 1].astype(np.int64),
-                    list(getattr(dataset, "classes", [])), loader.report.to_dict())
+                    list(getattr(dataset, "classes", [])), report.to_dict())
 
 
 def encode_retrieval(model, tokenizer: Callable, dataset, *, batch_size: int = 256, num_workers: int = 0,

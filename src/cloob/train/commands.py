@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from cloob.train.config import ConfigError, add_arguments, build_config
@@ -9,6 +10,7 @@ from cloob.train.config import ConfigError, add_arguments, build_config
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cloob.data import DataError
+    from cloob.models import UnknownModelError
     from cloob.train.checkpoint import CheckpointError
     from cloob.train.loop import TrainingDiverged, train
 
@@ -19,7 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = train(cfg)
-    except (DataError, CheckpointError, FileNotFoundError) as e:
+    except (DataError, CheckpointError, FileNotFoundError, UnknownModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
@@ -27,7 +29,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 3
     from cloob.distributed import get_rank
 
-    if not summary["interrupted"] and get_rank() == 0:
+    if summary["interrupted"]:
+        # stopped, not finished: 128 + the signal number (143 SIGTERM, 130 SIGINT), as a shell reports it, so a
+        # scheduler can tell; a process that only learnt of the stop from another rank reports SIGTERM
+        return 128 + (summary.get("signal") or signal.SIGTERM)
+    if get_rank() == 0:
         m = "".join(f", {k} {v:.4f}" for k, v in summary["metrics"].items())
         print(f"done: {summary['step']} steps in {summary['seconds']:.1f} s{m}; run dir {summary['run_dir']}")
     return 0

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from cloob.losses import METHODS
+from cloob.data.policy import DEFAULT_POLICY
+from cloob.methods import METHODS  # no torch: the CLI builds its parser from this module
 
 SCHEDULES = ("cosine", "cosine-restarts", "constant")
 PRECISIONS = ("fp32", "bf16")
@@ -61,6 +62,10 @@ class TrainConfig:
     resize: str = "bicubic"
     augment: bool = False
     strict: bool = False
+    data_root: typing.Optional[str] = None  # CSV paths resolve here and must lie under it (default: the CSV's folder)
+    allow_any_path: bool = False  # read CSV paths outside the data root too
+    max_image_bytes: int = DEFAULT_POLICY.max_image_bytes  # larger image files are skipped unread
+    max_image_pixels: int = DEFAULT_POLICY.max_image_pixels  # larger images are skipped before decoding
     # optimisation
     batch_size: int = 256  # per process
     accum_steps: int = 1
@@ -147,6 +152,7 @@ class TrainConfig:
             (0 <= cfg.clip_warm_start < 1, f"clip_warm_start must be a fraction of the run in [0, 1), "
                                             f"got {cfg.clip_warm_start}"),
             (cfg.collapse_warn_steps >= 0, "collapse_warn_steps must be >= 0"),
+            (min(cfg.max_image_bytes, cfg.max_image_pixels) >= 1, "max_image_bytes and max_image_pixels must be >= 1"),
         ]
         if cfg.model_config is not None:
             stem = Path(cfg.model_config).stem

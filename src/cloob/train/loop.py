@@ -15,7 +15,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from cloob.data import make_loader
+from cloob.data import DataError, make_loader
 from cloob.distributed import get_rank, get_world_size, is_distributed
 from cloob.train import checkpoint as ckpt
 from cloob.train.config import TrainConfig
@@ -77,7 +77,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     run = setup(cfg, log)
     rank, world = get_rank(), get_world_size()
     pos = Position()
-    resume_from = resolve_resume(run)
+    resume_from = resolve_resume(run, log)
     if resume_from is not None:
         pos = restore(run, resume_from)
         if rank == 0:
@@ -163,7 +163,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
                     torch.manual_seed(step_seed(cfg.seed, rank, pos.step))
                     t0 = time.perf_counter()
                 else:
-                    # the loader ran out before a full step (bad samples dropped a batch): next epoch
+                    # the loader ran out before the epoch's last step: a pass shorter than steps_per_epoch, or batches
+                    # of bad samples only; say so, and stop rather than loop for ever on a pass without a single step
+                    if steps_this_epoch == 0:
+                        raise DataError(f"{cfg.train_data}: a whole pass gave no step of {cfg.accum_steps}×"
+                                        f"{cfg.batch_size} samples per process; lower batch_size")
+                    if rank == 0:
+                        (pbar.write if pbar is not None else log)(
+                            f"epoch {pos.epoch}: the data ran out after {steps_this_epoch} of {run.steps_per_epoch} "
+                            "steps_per_epoch; the next epoch starts now")
                     pos.epoch += 1
                     pos.batch_in_epoch = 0
     finally:

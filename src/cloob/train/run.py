@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import IterableDataset, Subset
 
 from cloob.data import BadSampleReport, DataError, image_transform, open_pairs
+from cloob.data.policy import ReadPolicy
 from cloob.distributed import get_rank, get_world_size, is_distributed
 from cloob.models import create_model, get_tokenizer, register_model_config
 from cloob.train.config import TrainConfig
@@ -137,25 +138,26 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     lock_towers(model, cfg.lock_image, cfg.lock_text)
     tokenizer = get_tokenizer(cfg.model)
     fmt = dict(csv_img_key=cfg.csv_img_key, csv_caption_key=cfg.csv_caption_key)
+    policy = read_policy(cfg)
     if cfg.csv_separator is not None:
         fmt["csv_separator"] = cfg.csv_separator
     is_csv = cfg.train_data.lower().endswith((".csv", ".tsv"))
     train_tf = image_transform(model, train=True, resize=cfg.resize, augment=cfg.augment)
     eval_tf = image_transform(model, train=False, resize=cfg.resize)
     dataset = open_pairs(cfg.train_data, image_transform=train_tf, tokenizer=tokenizer, strict=cfg.strict,
-                         **(fmt if is_csv else {}))
+                         policy=policy, **(fmt if is_csv else {}))
     val_dataset = None
     if cfg.val_data:
         val_is_csv = cfg.val_data.lower().endswith((".csv", ".tsv"))
         val_dataset = open_pairs(cfg.val_data, image_transform=eval_tf, tokenizer=tokenizer, strict=cfg.strict,
-                                 **(fmt if val_is_csv else {}))
+                                 policy=policy, **(fmt if val_is_csv else {}))
     elif cfg.val_fraction > 0:
         if isinstance(dataset, IterableDataset):
             raise DataError("val_fraction needs a map-style train set; give val_data for streaming data")
         dataset, val_dataset = split_validation(dataset, cfg.val_fraction, cfg.seed)
         # the held-out part is read with the evaluation transform
         val_dataset = Subset(open_pairs(cfg.train_data, image_transform=eval_tf, tokenizer=tokenizer,
-                                        strict=cfg.strict, check=False, **(fmt if is_csv else {})),
+                                        strict=cfg.strict, check=False, policy=policy, **(fmt if is_csv else {})),
                              val_dataset.indices)
     if not isinstance(dataset, IterableDataset):
         dataset = SeededSamples(dataset, cfg.seed)
@@ -195,6 +197,11 @@ def _micro_batches_per_epoch(dataset, cfg: TrainConfig, world: int) -> int:
     return len(dataset) // (cfg.batch_size * world)
 
 
+def read_policy(cfg: TrainConfig) -> ReadPolicy:
+    """What the run's datasets may read (data root, path check, byte and pixel limits)."""
+    return ReadPolicy(cfg.data_root, cfg.allow_any_path, cfg.max_image_bytes, cfg.max_image_pixels)
+
+
 def eval_set_name(spec: str) -> str:
     """Short name of an evaluation spec for metric keys: its prefix (``scenes-scene``) or file stem."""
     head, sep, rest = spec.partition(":")
@@ -210,6 +217,6 @@ def _zeroshot_sets(cfg: TrainConfig, eval_tf) -> list:
 
     sets = []
     for spec in cfg.zeroshot:
-        ds = open_labelled(spec, image_transform=eval_tf, strict=cfg.strict)
+        ds = open_labelled(spec, image_transform=eval_tf, strict=cfg.strict, policy=read_policy(cfg))
         sets.append((eval_set_name(spec), ds, list(ds.classes), load_templates(default_templates(spec))))
     return sets

@@ -104,10 +104,25 @@ def restore(run, path: Path) -> Position:
     return Position(**state["position"])
 
 
-def resolve_resume(run) -> Path | None:
+def resolve_resume(run, log=print) -> Path | None:
+    """The checkpoint to resume from: None (no ``resume``, or ``auto`` before the first checkpoint),
+    the newest one that passes its manifest (``auto``; each newer damaged one is reported through
+    ``log`` with the reason), or the named one (verified).
+
+    Raises:
+        CheckpointError: the named checkpoint is damaged, or ``auto`` finds only damaged ones.
+    """
     spec = run.cfg.resume
     if not spec:
         return None
-    if spec == "auto":
-        return ckpt.latest_checkpoint(run.run_dir / "checkpoints")
-    return ckpt.resolve_checkpoint(spec)
+    if spec != "auto":
+        return ckpt.resolve_checkpoint(spec, warn=log if get_rank() == 0 else lambda _: None)
+    ckpt_dir = run.run_dir / "checkpoints"
+    intact, skipped = ckpt.latest_intact_checkpoint(ckpt_dir)
+    if get_rank() == 0:
+        for damaged, why in skipped:
+            log(f"resume auto: skipping damaged checkpoint {damaged.name}: {why}")
+    if intact is None and skipped:
+        raise ckpt.CheckpointError(f"resume auto: every checkpoint in {ckpt_dir} is damaged; "
+                                   "move them away to start afresh")
+    return intact
