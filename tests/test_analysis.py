@@ -205,3 +205,14 @@ def test_welch_table_marks_best_only_when_significant_against_all():
     assert [r["best"] for r in rows] == [False, True]
     rows = welch_table({"clip": [], "cloob": [1.0]})
     assert rows[0]["n"] == 0 and rows[1]["best"] and not rows[1]["significant"]
+
+
+def test_runs_of_one_method_get_distinct_shades_of_its_colour():
+    from cloob.analysis.plots import method_colour, run_shade
+
+    assert run_shade("cloob", 0, 1) == method_colour("cloob")
+    shades = [run_shade("cloob", i, 3) for i in range(3)]
+    assert len(set(shades)) == 3
+    r, g, b = (int(shades[1][k:k + 2], 16) for k in (1, 3, 5))
+    assert r > g and r > b  # still red: the middle shade is the method's own colour
+    assert shades[1] == method_colour("cloob")

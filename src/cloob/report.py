@@ -24,7 +24,8 @@ from cloob.analysis.runs import Run, RunError, eval_metrics, lower_is_better, re
 from cloob.analysis.stats import ALPHA, welch_table
 
 CONFIG_KEYS = ("method", "model", "seed", "train_data", "epochs", "batch_size", "lr", "inv_tau", "hopfield_beta",
-               "learn_inv_tau", "learn_hopfield_beta", "weight_decay", "warmup")
+               "learn_inv_tau", "learn_hopfield_beta", "weight_decay", "warmup_steps", "warmup_fraction",
+               "clip_warm_start", "inv_tau_start", "hopfield_beta_start")
 ACCURACY_LIKE = re.compile(r"(top\d|acc|r@\d|recall|map|precision|f1)", re.I)
 
 CSS = """
@@ -226,11 +227,15 @@ RETRIEVAL_STYLES = (("U_x", "-"), ("U_y", "--"), ("V_x", ":"), ("V_y", "-."))
 
 
 def _series(data, key: str, kind: str, style: str = "-", suffix: str = "") -> list[dict]:
+    """Curves of ``key`` for every run; runs of one method get shades of its colour."""
+    per_method = {m: [d[0] for d in data if d[1] == m] for _, m, _ in data}
     out = []
     for label, method, recs in data:
         steps, values = series(recs, key, kind)
         if steps:
-            out.append({"label": label + suffix, "method": method, "steps": steps, "values": values, "style": style})
+            runs = per_method[method]
+            out.append({"label": label + suffix, "method": method, "steps": steps, "values": values, "style": style,
+                        "colour": plots.run_shade(method, runs.index(label), len(runs))})
     return out
 
 

@@ -27,6 +27,18 @@ def method_colour(method: str | None) -> str:
     return _FALLBACK[sum(map(ord, str(method))) % len(_FALLBACK)]
 
 
+def run_shade(method: str | None, i: int, n: int) -> str:
+    """The ``i``-th of ``n`` distinguishable shades of a method's colour (darker to lighter), so that
+    several runs of one method stay apart in one panel while keeping the method's hue."""
+    base = method_colour(method)
+    if n <= 1:
+        return base
+    rgb = np.array([int(base[k:k + 2], 16) for k in (1, 3, 5)], dtype=float)
+    t = -0.45 + 0.9 * i / (n - 1)  # < 0 mixes with black, > 0 with white
+    mixed = rgb * (1 + t) if t < 0 else rgb + (255 - rgb) * t
+    return "#" + "".join(f"{int(round(c)):02x}" for c in np.clip(mixed, 0, 255))
+
+
 def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -159,7 +171,7 @@ def curve_figure(series: Sequence[dict], title: str, ylabel: str, logy: bool = F
     fig, axes = _figure(5.6, 3.3)
     ax = axes[0]
     for s in series:
-        ax.plot(s["steps"], s["values"], s.get("style", "-"), color=method_colour(s.get("method")), lw=1.4,
+        ax.plot(s["steps"], s["values"], s.get("style", "-"), color=s.get("colour") or method_colour(s.get("method")), lw=1.4,
                 marker="o" if len(s["steps"]) < 12 else None, ms=3, label=s["label"])
     if logy:
         ax.set_yscale("log")
@@ -179,7 +191,7 @@ def training_curves_figure(panels: Sequence[tuple[str, Sequence[dict]]]) -> Figu
     fig, axes = _figure(10.0, 3.0 * nrows, ncols=ncols, nrows=nrows)
     for ax, (title, series) in zip(axes, panels):
         for s in series:
-            ax.plot(s["steps"], s["values"], s.get("style", "-"), color=method_colour(s.get("method")), lw=1.3,
+            ax.plot(s["steps"], s["values"], s.get("style", "-"), color=s.get("colour") or method_colour(s.get("method")), lw=1.3,
                     marker="o" if len(s["steps"]) < 12 else None, ms=3, label=s["label"])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
