@@ -292,3 +292,24 @@ def test_compare_marks_significance_like_scipy(tmp_path):
     csv_text = (out / "compare.csv").read_text().splitlines()
     assert csv_text[0].startswith("evaluator,dataset,metric,clip_mean")
     assert json.loads((out / "compare.json").read_text())["rows"][0]["tests"][0]["p"] is not None
+
+
+def test_compare_groups_by_several_config_keys(tmp_path):
+    from scipy.stats import ttest_ind
+
+    vals = {("clip", 150): [0.3, 0.32], ("clip", 600): [0.5, 0.52], ("cloob", 150): [0.2, 0.23],
+            ("cloob", 600): [0.55, 0.56]}
+    for (method, steps), vs in vals.items():
+        for i, v in enumerate(vs):
+            _fake_run(tmp_path, f"{method}-{steps}-{i}", method, i, v)
+            cfg = tmp_path / f"{method}-{steps}-{i}" / "config.yaml"
+            cfg.write_text(cfg.read_text() + f"max_steps: {steps}\n")
+    res = cmp.compare_runs([str(tmp_path / "*")], tmp_path / "cmp", group_by="method,max_steps",
+                           baseline="clip/600")
+    assert res["groups"] == ["clip/150", "clip/600", "cloob/150", "cloob/600"]
+    row = res["rows"][0]
+    assert row["groups"]["cloob/600"]["n"] == 2
+    test = next(t for t in row["tests"] if t["b"] == "cloob/600")
+    assert test["p"] == pytest.approx(ttest_ind(vals[("clip", 600)], vals[("cloob", 600)], equal_var=False).pvalue)
+    with pytest.raises(ValueError, match="no 'method,seedless'"):
+        cmp.compare_runs([str(tmp_path / "*")], tmp_path / "cmp2", group_by="method,seedless")

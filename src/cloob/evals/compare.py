@@ -5,7 +5,8 @@ of the CLOOB paper.
 A run directory holds ``config.yaml`` (keys ``method``, ``seed``, ``model``, …),
 ``checkpoints/`` and ``eval/*.json`` written by ``cloob eval``. Each eval JSON has
 ``evaluator``, ``dataset`` (its slug), ``method`` and ``metrics`` (flat scalars).
-The group of a run is ``config.yaml[group_by]``, else the eval JSON's field of that name.
+The group of a run is ``config.yaml[group_by]``, else the eval JSON's field of that name;
+several keys joined by ``,`` (``method,max_steps``) make groups such as ``cloob/600``.
 """
 from __future__ import annotations
 
@@ -75,9 +76,10 @@ def collect(patterns: list[str], *, metric_files: str = "eval/*.json", group_by:
                 raise ValueError(f"{f}: not valid JSON ({e})") from None
             if not isinstance(d, dict) or "metrics" not in d:
                 continue
-            group = cfg.get(group_by, d.get(group_by))
-            if group is None:
+            parts = [cfg.get(k, d.get(k)) for k in group_by.split(",")]
+            if any(v is None for v in parts):
                 raise ValueError(f"run {run}: no {group_by!r} in config.yaml or in {f.name}")
+            group = "/".join(str(v) for v in parts)
             seed = cfg.get("seed", (d.get("config") or {}).get("seed"))
             for metric, value in d["metrics"].items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not _keep(metric, metrics):
