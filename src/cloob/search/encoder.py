@@ -120,5 +120,9 @@ def recorded_encoder(manifest: dict, checkpoint: str | Path | None = None, *, de
 
 def describe(info: dict) -> str:
     """One line naming an encoder: model, checkpoint and step."""
-    step = f" step {info['step']}" if info.get("step") is not None else ""
-    return f"{info['model']} ({info['format']}{step}) from {info['checkpoint']}"
+    if info.get("format") == "cloob":
+        what = ", ".join(x for x in (info.get("method"), f"step {info['step']}" if info.get("step") is not None
+                                     else None) if x) or "cloob checkpoint"
+    else:
+        what = "open_clip weights"
+    return f"{info['model']} ({what}) from {info['checkpoint']}"
