@@ -146,9 +146,11 @@ def main() -> int:
         q = rng.standard_normal((30, 512)).astype(np.float32)
         search["synthetic"] = timings(big, q / np.linalg.norm(q, axis=1, keepdims=True), f"{args.big} rows")
     shutil.rmtree(tmp, ignore_errors=True)
-    write(args.out, {"machine": {**machine(), "threads": args.threads}, "rows_per_s": {k: summary(v) for k, v in res.items()}, "ratio_embed_over_encode": ratio,
+    write(args.out, {"machine": {**machine(), "threads": args.threads},
+                     "rows_per_s": {k: summary(v) for k, v in res.items()}, "ratio_embed_over_encode": ratio,
                      "query_encode_ms": query_ms, "search": search,
-                     "setup": {"model": "cloob-rn-tiny", "rows": args.n, "batch": 256, "workers": 0, "threads": args.threads,
+                     "setup": {"model": "cloob-rn-tiny", "rows": args.n, "batch": 256, "workers": 0,
+                               "threads": args.threads,
                                "dtype": "float16", "chunk_size": 4096}},
           "python bench/bench_embed.py " + " ".join(sys.argv[1:]))
     return 0

@@ -115,12 +115,13 @@ def section(name: str, r: dict) -> list[str]:
         out += ["", f"**embed / encode-only: {fmt(r['ratio_embed_over_encode'], 3)}**", "",
                 f"Encoding one text query: {r['query_encode_ms']} ms (median). Index and search (k = 20, one query "
                 "at a time, median):", "",
-                "| collection | rows × d | backend | build + open s | search ms/query |", "| --- | --- | --- | --- | --- |"]
+                "| collection | rows × d | backend | build + open s | search ms/query |",
+                "| --- | --- | --- | --- | --- |"]
         for label, t in r["search"].items():
             for backend in ("faiss", "torch"):
                 if f"{backend}_search_ms" in t:
-                    out.append(f"| {label} | {t['rows']:,} × {t['dim']} | {backend} | {t[f'{backend}_build_and_open_s']} "
-                               f"| {t[f'{backend}_search_ms']} |")
+                    build, search = t[f"{backend}_build_and_open_s"], t[f"{backend}_search_ms"]
+                    out.append(f"| {label} | {t['rows']:,} × {t['dim']} | {backend} | {build} | {search} |")
     return out + [""]
 
 

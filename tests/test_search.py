@@ -354,7 +354,8 @@ def test_search_and_embed_bad_input_is_one_line(world, colours, tmp_path, capsys
         ["search", str(colours), "--text", "x", "--over", "texts", "--backend", "faiss"],  # no index built
         ["embed", "--checkpoint", str(world["run"] / "checkpoints" / "step-00000003" / "model.safetensors"),
          "--data", str(world["csv"]), "--out", str(tmp_path / "x")],  # a weights file needs --model
-        ["embed", "--checkpoint", str(world["run"]), "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "y")],
+        ["embed", "--checkpoint", str(world["run"]), "--data", str(tmp_path / "nope.csv"),
+         "--out", str(tmp_path / "y")],
     ]
     for argv in cases:
         assert main(argv) == 2, argv

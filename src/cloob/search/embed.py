@@ -90,8 +90,8 @@ def embed(encoder: Encoder, rows: Rows, out: str | Path, *, batch_size: int = 25
         if old.get("plan") == plan:
             log(f"{out} already holds these embeddings ({old['rows']} rows); nothing to do")
             return old
-        raise DataError(f"{out} holds embeddings of other inputs ({old.get('spec')}, {old.get('encoder', {}).get('model')}); "
-                        "choose another --out or delete it")
+        raise DataError(f"{out} holds embeddings of other inputs ({old.get('spec')}, "
+                        f"{old.get('encoder', {}).get('model')}); choose another --out or delete it")
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
     plan_file = work / "plan.json"

@@ -145,7 +145,8 @@ def open_index(store: Store, over: str = "images", backend: str | None = None):
         pick_backend("faiss")
         name = (built or {}).get("files", {}).get(over) if (built or {}).get("backend") == "faiss" else None
         if name is None:
-            raise DataError(f"{store.path} has no faiss index of its {over}: run `cloob index {store.path} --backend faiss`")
+            raise DataError(f"{store.path} has no faiss index of its {over}: "
+                            f"run `cloob index {store.path} --backend faiss`")
         return FaissIndex(store.path / name)
     if want != "torch":
         raise ValueError(f"backend must be faiss or torch, got {want!r}")

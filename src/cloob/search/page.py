@@ -25,7 +25,8 @@ GRID_CSS = """
 form.query { display:flex; flex-wrap:wrap; gap:10px; align-items:center; background:var(--soft);
   border:1px solid var(--line); border-radius:6px; padding:12px; margin-top:16px; }
 form.query input[type=text] { flex:1 1 320px; font-size:15px; padding:6px 8px; }
-form.query button { font-size:15px; padding:6px 16px; background:var(--accent); color:#fff; border:0; border-radius:4px; }
+form.query button { font-size:15px; padding:6px 16px; background:var(--accent); color:#fff; border:0;
+  border-radius:4px; }
 .error { color:#a12622; font-weight:600; }
 """
 
