@@ -31,6 +31,7 @@ bench: setup
 	$(PY) bench/bench_zeroshot.py
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_embed.py
 	$(PY) bench/report.py
 
 clean:

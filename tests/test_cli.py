@@ -37,7 +37,8 @@ def test_console_script_is_installed():
 
 HEAVY = ("torch", "torchvision", "open_clip", "numpy", "PIL")
 SUBCOMMANDS = (["info"], ["data", "scenes"], ["data", "check"], ["train"], ["eval", "zeroshot"], ["finetune"],
-               ["compare"], ["analyze"], ["report"], ["experiment"])
+               ["compare"], ["analyze"], ["report"], ["experiment"], ["embed"], ["index"], ["search"], ["serve"],
+               ["classify"])
 
 
 def test_the_parser_and_every_help_page_import_no_heavy_module():

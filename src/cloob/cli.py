@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cloob.evals.commands import add_commands as _add_evals; _add_evals(sub)  # noqa: E702
     from cloob.analysis.commands import add_commands as _add_analysis; _add_analysis(sub)  # noqa: E702
     from cloob.experiment import add_commands as _add_experiment; _add_experiment(sub)  # noqa: E702
+    from cloob.search.commands import add_commands as _add_search; _add_search(sub)  # noqa: E702
     return parser
 
 

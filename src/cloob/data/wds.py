@@ -27,7 +27,7 @@ import braceexpand
 import torch
 from torch.utils.data import IterableDataset
 
-from cloob.data.bad import BadSampleError, DataError, check_caption, decode_image, handle_bad
+from cloob.data.bad import BadSample, BadSampleError, DataError, check_caption, decode_image, handle_bad
 from cloob.data.csvfile import finish_pair
 from cloob.data.policy import DEFAULT_POLICY, ReadPolicy, member_problem
 
@@ -109,6 +109,32 @@ def iter_shard(url: str, is_complete: Callable[[dict], bool] = lambda m: True, p
         yield key, members
 
 
+def iter_pairs(url: str, caption_key: str = "txt", policy: ReadPolicy = DEFAULT_POLICY, strict: bool = False):
+    """Yield ``(member, sample)`` for each sample of one shard, in shard order.
+
+    ``sample`` is ``(RGB PIL image, caption str)`` or a :class:`~cloob.data.bad.BadSample`
+    (strict: :class:`DataError` instead); ``member`` is ``"<key>.<image ext>"`` (the key alone
+    when the sample has no image, None for a shard-level failure) so a reader can find the image again.
+    """
+    complete = lambda m: caption_key in m and any(e in m for e in IMAGE_EXTS)  # noqa: E731
+    for item in iter_shard(url, complete, policy):
+        if isinstance(item, BadSampleError):
+            yield None, handle_bad(item, strict)
+            continue
+        key, m = item
+        ext = next((e for e in IMAGE_EXTS if e in m), None)
+        try:
+            if ext is None or caption_key not in m:
+                what = "image (.jpg/.png)" if ext is None else f".{caption_key} caption"
+                raise BadSampleError("missing_column", url, key, f"sample has no {what}")
+            caption = check_caption(m[caption_key], url, key)
+            image = decode_image(m[ext], f"{url}:{key}.{ext}", key, policy)
+        except BadSampleError as e:
+            yield (key if ext is None else f"{key}.{ext}"), handle_bad(e, strict)
+            continue
+        yield f"{key}.{ext}", (image, caption)
+
+
 class WdsPairs(IterableDataset):
     """Streaming (image, tokens) pairs from webdataset shards; bad samples become
     :class:`~cloob.data.bad.BadSample` sentinels (or raise when strict)."""
@@ -137,27 +163,13 @@ class WdsPairs(IterableDataset):
         k = self.rank * n_workers + worker
         return urls[k :: self.world_size * n_workers]
 
-    def _complete(self, m: dict) -> bool:
-        return self.caption_key in m and any(e in m for e in IMAGE_EXTS)
-
     def _samples(self):
         for url in self.my_shards():
-            for item in iter_shard(url, self._complete, self.policy):
-                if isinstance(item, BadSampleError):
-                    yield handle_bad(item, self.strict)
+            for _, sample in iter_pairs(url, self.caption_key, self.policy, self.strict):
+                if isinstance(sample, BadSample):
+                    yield sample
                     continue
-                key, m = item
-                try:
-                    ext = next((e for e in IMAGE_EXTS if e in m), None)
-                    if ext is None or self.caption_key not in m:
-                        what = "image (.jpg/.png)" if ext is None else f".{self.caption_key} caption"
-                        raise BadSampleError("missing_column", url, key, f"sample has no {what}")
-                    caption = check_caption(m[self.caption_key], url, key)
-                    image = decode_image(m[ext], f"{url}:{key}.{ext}", key, self.policy)
-                except BadSampleError as e:
-                    yield handle_bad(e, self.strict)
-                    continue
-                yield finish_pair(image, caption, self.image_transform, self.tokenizer)
+                yield finish_pair(*sample, self.image_transform, self.tokenizer)
 
     def __iter__(self):
         if not self.shuffle_buffer or not self.shuffle:
