@@ -22,10 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from cloob.hopfield import HopfieldMemory
+from cloob.towers import build_tower_clip, is_tower_config, tower_tokenizer
 from cloob.weights import load_state_dict_file
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 SMALL_MODELS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+# pretrained-tower models (cloob.towers): built by create_model from installed weight packages, not by open_clip alone
+TOWER_CONFIG_DIR = CONFIG_DIR / "towers"
+TOWER_MODELS = tuple(sorted(p.stem for p in TOWER_CONFIG_DIR.glob("*.json")))
 MAX_INV_TAU = 100.0
 
 
@@ -35,6 +39,9 @@ def register_model_configs() -> None:
     for name in SMALL_MODELS:
         if name not in known:
             open_clip.add_model_config(CONFIG_DIR / f"{name}.json")
+    for name in TOWER_MODELS:
+        if name not in known:
+            open_clip.add_model_config(TOWER_CONFIG_DIR / f"{name}.json")
 
 
 register_model_configs()
@@ -104,6 +111,19 @@ class ContrastiveModel(nn.Module):
         self.channels_last = channels_last and isinstance(clip.visual, ModifiedResNet)
         if self.channels_last:
             clip.visual.to(memory_format=torch.channels_last)
+        # submodules of locked towers (cloob.locking): kept in eval mode by train()
+        self.locked_modules: list[nn.Module] = []
+
+    def train(self, mode: bool = True) -> "ContrastiveModel":
+        """``nn.Module.train``, except that locked parts of the towers stay in eval mode.
+
+        A locked tower is a fixed function: its BatchNorm layers keep their running
+        statistics (not the batch's, and they are not updated) and its dropout is off.
+        """
+        super().train(mode)
+        for module in self.locked_modules:
+            module.eval()
+        return self
 
     @property
     def inv_tau(self) -> torch.Tensor:
@@ -180,6 +200,10 @@ def create_model(
             :mod:`cloob.weights`). Names of hub weights are refused: nothing is downloaded.
         inv_tau, learn_inv_tau: initial 1/tau and whether it is learned.
         hopfield_beta, learn_hopfield_beta: β of the Hopfield memory (None = no memory).
+
+    Tower models (:data:`TOWER_MODELS`, e.g. "cloob-minilm-efficientnet-lite0") start their
+    pretrained towers from installed weight packages (:mod:`cloob.towers`); a missing package
+    raises :class:`~cloob.towers.MissingWeights` naming it.
     Returns:
         (model, train_transform, eval_transform).
     """
@@ -189,9 +213,20 @@ def create_model(
         raise FileNotFoundError(
             f"pretrained checkpoint {pretrained!r} is not a local file (cloob never downloads weights)"
         )
-    clip, train_tf, eval_tf = open_clip.create_model_and_transforms(
-        model_name, pretrained=None, device=device, precision=precision, **model_kwargs
-    )
+    arch = open_clip.get_model_config(model_name)
+    if is_tower_config(arch):  # pretrained towers from installed packages (cloob.towers)
+        image_size = model_kwargs.pop("force_image_size", None)
+        if model_kwargs or precision != "fp32":
+            raise ValueError(f"tower model {model_name!r} is built in fp32 and takes no open_clip options "
+                             f"(got precision {precision!r}, {sorted(model_kwargs)}); train with bf16 autocast instead")
+        clip = build_tower_clip(arch, model_name, image_size=image_size).to(device)
+        cfg = clip.visual.preprocess_cfg
+        train_tf, eval_tf = (open_clip.image_transform(cfg["size"], is_train=train, mean=cfg["mean"], std=cfg["std"])
+                             for train in (True, False))
+    else:
+        clip, train_tf, eval_tf = open_clip.create_model_and_transforms(
+            model_name, pretrained=None, device=device, precision=precision, **model_kwargs
+        )
     if pretrained is not None:
         clip.load_state_dict(load_state_dict_file(pretrained))
     model = ContrastiveModel(clip, model_name, inv_tau, learn_inv_tau, hopfield_beta, learn_hopfield_beta)
@@ -199,7 +234,13 @@ def create_model(
 
 
 def get_tokenizer(model_name: str):
-    """open_clip's tokenizer for ``model_name``: list[str] -> (B, context_length) long."""
+    """open_clip's tokenizer for ``model_name``: list[str] -> (B, context_length) long.
+
+    A tower model with a Hugging Face text tower reads its tokenizer from the installed weight package.
+    """
+    arch = open_clip.get_model_config(model_name)
+    if is_tower_config(arch):
+        return tower_tokenizer(arch, model_name)
     return open_clip.get_tokenizer(model_name)
 
 
