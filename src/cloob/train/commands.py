@@ -19,7 +19,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = train(cfg)
-    except (DataError, CheckpointError, FileNotFoundError) as e:
+    except (DataError, CheckpointError, ConfigError, FileNotFoundError) as e:  # FileNotFoundError: weight packages too
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
