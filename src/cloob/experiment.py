@@ -39,7 +39,8 @@ dataset and the recipe bare, any other axis as ``<key><value>`` (``cloob-inv_tau
 ``<out>/cells.json`` lists every cell with its axis values and overrides.
 
 Each cell runs as subprocesses (isolated, so K can run in parallel with
-``threads = max(1, cores // K)``): ``python -m cloob.cli train --config <cell>/cell.yaml``
+``threads = max(1, cores // K)``, unless the cell's config sets ``threads``):
+``python -m cloob.cli train --config <cell>/cell.yaml``
 where ``cell.yaml`` is the base config merged with the cell's overrides plus
 ``run_dir: <cell>`` and ``resume: auto`` (a file rather than flags: lists can be
 emptied and floats are written exactly), then one ``python -m cloob.cli eval …`` per
@@ -304,6 +305,11 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "cloob.cli", *map(str, args)]
 
 
+def cell_threads(cell: Cell, threads: int) -> int:
+    """The cell's ``threads`` config key when set (e.g. 1 on a shared machine), else the runner's share of the cores."""
+    return int(cell.config.get("threads") or threads)
+
+
 def cell_commands(cell: Cell, g: dict, threads: int, progress: bool) -> list[tuple[str, list[str]]]:
     """(log name, argv) of the cell's subprocesses in order: train, evals, analyze."""
     train = _cli("train", "--config", cell.dir / "cell.yaml", "--threads", threads)
@@ -335,6 +341,7 @@ def run_cell(cell: Cell, g: dict, threads: int, parallel: int) -> dict:
     from cloob.train.checkpoint import latest_checkpoint, read_meta
 
     t0 = time.perf_counter()
+    threads = cell_threads(cell, threads)
     cell.dir.mkdir(parents=True, exist_ok=True)
     (cell.dir / "cell.yaml").write_text(yaml.safe_dump(cell.config, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -394,7 +401,7 @@ def run_experiment(grid_file: str, parallel: int | None = None, dry_run: bool = 
             print(f"prepare {json.dumps(p)}")
         for c in cells:
             print(f"\n{c.name}  {json.dumps(c.overrides)}")
-            for _, cmd in cell_commands(c, g, threads, progress=k == 1):
+            for _, cmd in cell_commands(c, g, cell_threads(c, threads), progress=k == 1):
                 print("  cloob " + " ".join(cmd[3:]))
         return 0
     for item in g["prepare"]:

@@ -21,7 +21,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = train(cfg)
-    except (DataError, CheckpointError, FileNotFoundError, UnknownModelError) as e:
+    # FileNotFoundError: a missing weight package of a tower model, too
+    except (DataError, CheckpointError, ConfigError, FileNotFoundError, UnknownModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

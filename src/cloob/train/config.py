@@ -38,6 +38,11 @@ class TrainConfig:
     pretrained: typing.Optional[str] = None  # local open_clip weights file, or a cloob run/checkpoint dir (weights only)
     lock_image: bool = False
     lock_text: bool = False
+    # pretrained towers (LiT): partial locking and the feature cache of locked towers
+    lock_image_unlocked_groups: int = 0  # with lock_image: the image tower's last N groups stay trainable
+    lock_text_unlocked_layers: int = 0  # with lock_text: the text tower's last N layers stay trainable
+    feature_cache: bool = False  # compute a fully locked tower's features once per distinct input (needs augment off)
+    label: typing.Optional[str] = None  # free-form name of the variant (`cloob compare --group-by label`)
     # objective
     method: str = "clip"  # clip | cloob | infoloob | infonce-hopfield
     inv_tau: typing.Optional[float] = None  # default: 1/0.07 for clip, 30 otherwise
@@ -153,6 +158,15 @@ class TrainConfig:
                                             f"got {cfg.clip_warm_start}"),
             (cfg.collapse_warn_steps >= 0, "collapse_warn_steps must be >= 0"),
             (min(cfg.max_image_bytes, cfg.max_image_pixels) >= 1, "max_image_bytes and max_image_pixels must be >= 1"),
+            (cfg.lock_image_unlocked_groups >= 0, "lock_image_unlocked_groups must be >= 0"),
+            (cfg.lock_text_unlocked_layers >= 0, "lock_text_unlocked_layers must be >= 0"),
+            (cfg.lock_image or not cfg.lock_image_unlocked_groups, "lock_image_unlocked_groups needs lock_image: true"),
+            (cfg.lock_text or not cfg.lock_text_unlocked_layers, "lock_text_unlocked_layers needs lock_text: true"),
+            (not cfg.feature_cache or (cfg.lock_image and not cfg.lock_image_unlocked_groups)
+             or (cfg.lock_text and not cfg.lock_text_unlocked_layers),
+             "feature_cache needs a fully locked tower (lock_image or lock_text with 0 unlocked groups/layers)"),
+            (not (cfg.feature_cache and cfg.augment),
+             "feature_cache reuses a locked tower's features, so its inputs must repeat exactly: set augment: false"),
         ]
         if cfg.model_config is not None:
             stem = Path(cfg.model_config).stem

@@ -76,14 +76,12 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lock_towers(model, lock_image: bool, lock_text: bool) -> None:
-    clip = model.clip
-    if lock_image:
-        clip.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
-    if lock_text:
-        for name, p in clip.named_parameters():
-            if not name.startswith("visual.") and name != "logit_scale":
-                p.requires_grad_(False)
+def lock_towers(model, lock_image: bool, lock_text: bool, image_unlocked_groups: int = 0,
+                text_unlocked_layers: int = 0) -> None:
+    """Lock towers as in LiT; the projection heads stay trainable (see :mod:`cloob.locking`)."""
+    from cloob.locking import lock_towers as lock
+
+    lock(model, lock_image, lock_text, image_unlocked_groups, text_unlocked_layers)
 
 
 def split_validation(dataset, fraction: float, seed: int):
@@ -135,14 +133,16 @@ def setup(cfg: TrainConfig, log=print) -> Run:
         learn_hopfield_beta=cfg.learn_hopfield_beta,
         device=device,
     )
-    lock_towers(model, cfg.lock_image, cfg.lock_text)
+    lock_towers(model, cfg.lock_image, cfg.lock_text, cfg.lock_image_unlocked_groups, cfg.lock_text_unlocked_layers)
+    cached = _feature_cache(model, cfg)
     tokenizer = get_tokenizer(cfg.model)
     fmt = dict(csv_img_key=cfg.csv_img_key, csv_caption_key=cfg.csv_caption_key)
     policy = read_policy(cfg)
     if cfg.csv_separator is not None:
         fmt["csv_separator"] = cfg.csv_separator
     is_csv = cfg.train_data.lower().endswith((".csv", ".tsv"))
-    train_tf = image_transform(model, train=True, resize=cfg.resize, augment=cfg.augment)
+    # cached image features need the same pixels every epoch: the evaluation transform (no random crop)
+    train_tf = image_transform(model, train="image" not in cached, resize=cfg.resize, augment=cfg.augment)
     eval_tf = image_transform(model, train=False, resize=cfg.resize)
     dataset = open_pairs(cfg.train_data, image_transform=train_tf, tokenizer=tokenizer, strict=cfg.strict,
                          policy=policy, **(fmt if is_csv else {}))
@@ -186,7 +186,29 @@ def setup(cfg: TrainConfig, log=print) -> Run:
         recipe = schedules.describe()
         if recipe:
             log(f"schedules: {recipe}")
+        if cfg.lock_image or cfg.lock_text:
+            from cloob.locking import trainable_summary
+
+            locked = [f"image tower (last {cfg.lock_image_unlocked_groups} groups trainable)"] if cfg.lock_image else []
+            locked += [f"text tower (last {cfg.lock_text_unlocked_layers} layers trainable)"] if cfg.lock_text else []
+            cache = (f"; feature cache: {' and '.join(cached)} features computed once per distinct input"
+                     + (" (images read with the evaluation transform)" if "image" in cached else "")) if cached else ""
+            log(f"locked: {', '.join(locked)}, in eval mode; {trainable_summary(model)}{cache}")
     return run
+
+
+def _feature_cache(model, cfg: TrainConfig) -> list[str]:
+    """Turn on the feature cache of the fully locked towers (``feature_cache``); returns ["image"], ["text"], both or []."""
+    if not cfg.feature_cache:
+        return []
+    from cloob.towers import enable_feature_cache
+    from cloob.train.config import ConfigError
+
+    try:
+        return enable_feature_cache(model.clip, image=cfg.lock_image and not cfg.lock_image_unlocked_groups,
+                                    text=cfg.lock_text and not cfg.lock_text_unlocked_layers)
+    except ValueError as e:
+        raise ConfigError(f"{cfg.model}: {e}") from None
 
 
 def _micro_batches_per_epoch(dataset, cfg: TrainConfig, world: int) -> int:
