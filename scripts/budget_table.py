@@ -1,6 +1,6 @@
 """The budget curve of a grid with a ``max_steps`` axis: each method's metrics and training diagnostics per budget.
 
-    python scripts/budget_table.py runs/budget-scenes \
+    python scripts/budget_table.py runs/budget-scenes [runs/budget-ablation-scenes ...] \
         --metric "zeroshot-scenes-scene-*/top1" --metric "zeroshot-scenes-object-*/top1" \
         --plot docs/figures/budget-scenes.png
 
@@ -69,9 +69,11 @@ def _fmt(vals: list[float], scale: float, digits: int = 1) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f} ({len(vals)})"
 
 
-def collect(grid: Path, metrics: list[str]) -> tuple[dict, list[str]]:
-    """{(method, budget): {"metric:<spec>": [...], "diag:<key>": [...], "seconds": [...]}}, methods in order."""
-    cells = json.loads((grid / "cells.json").read_text())
+def collect(grids: list[Path], metrics: list[str]) -> tuple[dict, list[str]]:
+    """{(method, budget): {"metric:<spec>": [...], "diag:<key>": [...], "seconds": [...]}}, methods in order.
+
+    Several grids pool their cells (e.g. a budget grid and its ablation cells on the same data)."""
+    cells = [c for grid in grids for c in json.loads((grid / "cells.json").read_text())]
     data: dict = defaultdict(lambda: defaultdict(list))
     methods: list[str] = []
     for c in cells:
@@ -162,18 +164,18 @@ def plot(data: dict, methods: list[str], metrics: list[str], out: Path, title: s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("grid")
+    ap.add_argument("grid", nargs="+", help="grid output dirs (their cells are pooled)")
     ap.add_argument("--metric", action="append", required=True, help="<eval file stem glob>/<key> (repeatable)")
     ap.add_argument("--plot", default=None, help="write the budget curve PNG here")
     args = ap.parse_args(argv)
-    grid = Path(args.grid)
-    data, methods = collect(grid, args.metric)
+    grids = [Path(g) for g in args.grid]
+    data, methods = collect(grids, args.metric)
     if not data:
-        print(f"no finished cells in {grid}", file=sys.stderr)
+        print(f"no finished cells in {', '.join(map(str, grids))}", file=sys.stderr)
         return 1
     print(table(data, methods, args.metric))
     if args.plot:
-        plot(data, methods, args.metric, Path(args.plot), grid.name)
+        plot(data, methods, args.metric, Path(args.plot), " + ".join(g.name for g in grids))
         print(f"\nwrote {args.plot}")
     return 0
 

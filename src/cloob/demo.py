@@ -2,7 +2,8 @@
 
 Generates the scenes data (cached in ``data-cache/scenes-demo``), trains CLIP and
 CLOOB with the same small model, data and step budget (the shipped
-``configs/scenes-*.yaml`` with a shorter schedule), evaluates both (zero-shot
+``configs/scenes-*.yaml`` with a shorter run; each config's recipe, chosen on validation data
+and given as fractions of the run, applies as is: docs/recipe.md), evaluates both (zero-shot
 scene and object classification, image–text retrieval), computes the embedding
 diagnostics and writes ``runs/demo/report.html``. Prints a side-by-side table,
 the report's path and the measured wall time.
@@ -48,6 +49,19 @@ def _metric(run: Path, prefix: str, key: str) -> float | None:
     return None
 
 
+def _recipe(cfg) -> str:
+    """One line naming the recipe a demo run trains with (resolved config)."""
+    steps = cfg.max_steps
+    warm = cfg.warmup_steps if cfg.warmup_fraction is None else round(cfg.warmup_fraction * steps)
+    parts = [f"recipe: inv_tau {cfg.inv_tau:g} ({'learned' if cfg.learn_inv_tau else 'fixed'})"]
+    if cfg.hopfield_beta is not None:
+        parts.append(f"beta {cfg.hopfield_beta:g}")
+    parts.append(f"lr warm-up {warm} steps")
+    if cfg.clip_warm_start:
+        parts.append(f"CLIP loss for the first {round(cfg.clip_warm_start * steps)} steps")
+    return ", ".join(parts) + " (docs/recipe.md)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cloob.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150, help="optimiser steps per method")
@@ -72,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         _banner(f"{2 + i}/5 training {method.upper()} ({args.steps} steps, batch 256, cloob-rn-tiny)")
         cfg = build_config(str(ROOT / "configs" / f"scenes-{method}.yaml"), {
             "train_data": f"scenes:{data}", "run_dir": str(run), "max_steps": args.steps,
-            "warmup_steps": 20, "eval_every": args.steps, "save_every": args.steps, "val_fraction": 0.0,
+            "eval_every": args.steps, "save_every": args.steps, "val_fraction": 0.0,
             "zeroshot": [], "log_every": 5,
         })
+        print(_recipe(cfg), flush=True)
         if train(cfg)["interrupted"]:
             print("demo: stopped by a signal; run `make demo` again to start over", file=sys.stderr)
             return 130

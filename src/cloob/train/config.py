@@ -45,7 +45,7 @@ class TrainConfig:
     label: typing.Optional[str] = None  # free-form name of the variant (`cloob compare --group-by label`)
     # objective
     method: str = "clip"  # clip | cloob | infoloob | infonce-hopfield
-    inv_tau: typing.Optional[float] = None  # default: 1/0.07 for clip, 30 otherwise
+    inv_tau: typing.Optional[float] = None  # default: 1/0.07 for clip, 10 otherwise (the paper: 30; README)
     learn_inv_tau: typing.Optional[bool] = None  # default: learned for clip, fixed otherwise
     hopfield_beta: typing.Optional[float] = None  # default 14.3 for Hopfield methods
     learn_hopfield_beta: bool = False
@@ -54,7 +54,9 @@ class TrainConfig:
     inv_tau_ramp: float = 0.0  # fraction of the run the inv_tau ramp takes (geometric)
     hopfield_beta_start: typing.Optional[float] = None  # ramp beta from this value to hopfield_beta
     hopfield_beta_ramp: float = 0.0  # fraction of the run the beta ramp takes (geometric)
-    clip_warm_start: float = 0.0  # fraction of the run trained with CLIP's loss before the method's own
+    # fraction of the run trained with CLIP's loss before the method's own; default 0.5 for Hopfield methods
+    # (the short-budget recipe chosen on validation data, README), 0 otherwise (the paper: 0)
+    clip_warm_start: typing.Optional[float] = None
     # data
     train_data: str = ""
     val_data: typing.Optional[str] = None
@@ -109,8 +111,12 @@ class TrainConfig:
         if cfg.method not in METHODS:
             raise ConfigError(f"method must be one of {sorted(METHODS)}, got {cfg.method!r}")
         hopfield = METHODS[cfg.method][1]
+        # Hopfield/InfoLOOB defaults are the short-budget recipe (docs/recipe.md), not the paper's
+        # inv_tau 30 without warm start: at a few hundred steps that recipe collapses early.
         if cfg.inv_tau is None:
-            cfg.inv_tau = 1 / 0.07 if cfg.method == "clip" else 30.0
+            cfg.inv_tau = 1 / 0.07 if cfg.method == "clip" else 10.0
+        if cfg.clip_warm_start is None:
+            cfg.clip_warm_start = 0.5 if hopfield else 0.0
         if cfg.learn_inv_tau is None:
             cfg.learn_inv_tau = cfg.method == "clip" and cfg.inv_tau_start is None
         if hopfield and cfg.hopfield_beta is None:

@@ -30,7 +30,14 @@ def _loss(run, method: str, x, y, parts: int):
     inv_tau = scale_gradient(run.model.inv_tau, 1.0 / parts)
     beta = run.model.hopfield_beta if METHODS[method][1] else None
     beta = scale_gradient(beta, 1.0 / parts) if beta is not None else None
-    return method_loss(method, x, y, inv_tau, beta)
+    loss = method_loss(method, x, y, inv_tau, beta)
+    unused = run.model.hopfield_beta
+    if beta is None and unused is not None and unused.requires_grad:
+        # A CLIP warm start leaves a learned beta out of the loss; DistributedDataParallel expects a
+        # gradient for every trainable parameter, so beta gets an exact zero (in one process too, so
+        # both keep the same optimiser state; AdamW leaves a parameter with zero gradient in place).
+        loss = loss + 0.0 * unused
+    return loss
 
 
 def train_step(run, micro_batches: list, method: str | None = None) -> dict:
