@@ -33,7 +33,7 @@ DIAGNOSTICS = [
 
 
 def _metric(cell: Path, spec: str) -> float | None:
-    stem, _, key = spec.rpartition("/")
+    stem, _, key = spec.partition("/")  # keys may hold "/" (image_to_text/R@1), stems do not
     files = sorted(glob.glob(str(cell / "eval" / f"{stem}.json")))
     if not files:
         return None
