@@ -4,7 +4,7 @@
         --metric "zeroshot-scenes-scene-*/top1" --metric "zeroshot-scenes-object-*/top1" \
         --plot docs/figures/budget-scenes.png
 
-Reads ``<grid>/cells.json``, each cell's ``eval/*.json`` (metric = ``<eval file stem glob>/<key>``),
+Reads every finished cell of the grid directories (``<grid>/*/DONE``): each cell's ``eval/*.json`` (metric = ``<eval file stem glob>/<key>``),
 its ``DONE`` (wall seconds) and the last training record of ``metrics.jsonl`` (the collapse
 diagnostics). Prints Markdown: per budget and metric, mean ± std over seeds (n) for every
 method, and the difference of each method to the first (the baseline, CLIP) with Welch's p
@@ -73,14 +73,12 @@ def collect(grids: list[Path], metrics: list[str]) -> tuple[dict, list[str]]:
     """{(method, budget): {"metric:<spec>": [...], "diag:<key>": [...], "seconds": [...]}}, methods in order.
 
     Several grids pool their cells (e.g. a budget grid and its ablation cells on the same data)."""
-    cells = [c for grid in grids for c in json.loads((grid / "cells.json").read_text())]
+    # every finished cell on disk: cells.json lists only the cells of the last `--only` selection
+    dones = sorted(p for grid in grids for p in grid.glob("*/DONE"))
     data: dict = defaultdict(lambda: defaultdict(list))
     methods: list[str] = []
-    for c in cells:
-        cell = Path(c["dir"])
-        done = cell / "DONE"
-        if not done.is_file():
-            continue
+    for done in dones:
+        cell = done.parent
         cfg = json.loads(done.read_text())["config"]
         method, budget = cfg.get("method", "clip"), int(cfg["max_steps"])
         if method not in methods:
