@@ -135,7 +135,11 @@ def table(data: dict, methods: list[str], metrics: list[str]) -> str:
 def plot(data: dict, methods: list[str], metrics: list[str], out: Path, title: str) -> None:
     from cloob.analysis.plots import _figure, method_colour, save_png
 
-    fig, axes = _figure(4.2 * len(metrics), 3.4, ncols=len(metrics))
+    from matplotlib.ticker import NullLocator
+
+    ncols = min(2, len(metrics))
+    nrows = (len(metrics) + ncols - 1) // ncols
+    fig, axes = _figure(4.6 * ncols, 3.2 * nrows, ncols=ncols, nrows=nrows)
     budgets = sorted({b for _, b in data})
     for ax, spec in zip(axes, metrics):
         for m in methods:
@@ -151,11 +155,15 @@ def plot(data: dict, methods: list[str], metrics: list[str], out: Path, title: s
         ax.set_xscale("log")
         ax.set_xticks(budgets)
         ax.set_xticklabels([str(b) for b in budgets])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("training steps (batch 256)")
         ax.set_ylabel("%")
-        ax.set_title(spec.split("/")[0].replace("-*", ""), fontsize=9)
+        stem, _, key = spec.partition("/")
+        ax.set_title(f"{stem.replace('-*', '').replace('*', '')} {key}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
     fig.suptitle(title, fontsize=10)
     save_png(fig, out)
 
