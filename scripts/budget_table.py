@@ -91,6 +91,9 @@ def collect(grids: list[Path], metrics: list[str]) -> tuple[dict, list[str]]:
                 bucket[f"metric:{spec}"].append(v)
         for k, v in _last_train(cell).items():
             bucket[f"diag:{k}"].append(v)
+    # the paper's order of the ablation cells; the first method present is the baseline (CLIP)
+    order = ["clip", "infoloob", "infonce-hopfield", "cloob"]
+    methods.sort(key=lambda m: (order.index(m) if m in order else len(order), m))
     return data, methods
 
 
