@@ -21,6 +21,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from cloob.analysis.runs import read_metrics
 from cloob.analysis.stats import welch_p
 
 DIAGNOSTICS = [
@@ -42,16 +43,8 @@ def _metric(cell: Path, spec: str) -> float | None:
 
 
 def _last_train(cell: Path) -> dict:
-    last = {}
-    path = cell / "metrics.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if r.get("kind") == "train":
-                last = r
+    train = [r for r in read_metrics(cell / "metrics.jsonl")[0] if r.get("kind") == "train"]
+    last = train[-1] if train else {}
     out = {k: last[k] for k in ("loss_gap_nats", "cos/x", "cos/y") if isinstance(last.get(k), (int, float))}
     eff = [last[f"eff_patterns/{n}"] for n in ("U_x", "U_y", "V_x", "V_y") if f"eff_patterns/{n}" in last]
     cos = [last[f"cos/{n}"] for n in ("U_x", "U_y", "V_x", "V_y") if f"cos/{n}" in last]
@@ -79,12 +72,13 @@ def collect(grids: list[Path], metrics: list[str]) -> tuple[dict, list[str]]:
     methods: list[str] = []
     for done in dones:
         cell = done.parent
-        cfg = json.loads(done.read_text())["config"]
+        finished = json.loads(done.read_text())
+        cfg = finished["config"]
         method, budget = cfg.get("method", "clip"), int(cfg["max_steps"])
         if method not in methods:
             methods.append(method)
         bucket = data[(method, budget)]
-        bucket["seconds"].append(float(json.loads(done.read_text()).get("seconds", math.nan)))
+        bucket["seconds"].append(float(finished.get("seconds", math.nan)))
         for spec in metrics:
             v = _metric(cell, spec)
             if v is not None:

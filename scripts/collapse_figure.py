@@ -15,10 +15,10 @@ number of patterns a cross-modal retrieval averages (mean of ``eff_patterns/U_y`
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from cloob.analysis.plots import _figure, save_png
+from cloob.analysis.runs import read_metrics
 
 PANELS = [
     ("loss above collapse (nats / direction)", lambda r: r.get("loss_gap_nats")),
@@ -30,15 +30,6 @@ PANELS = [
 COLOURS = ["#b2182b", "#ef8a62", "#2166ac", "#1b7837", "#762a83"]
 
 
-def train_records(run: Path) -> list[dict]:
-    out = []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if r.get("kind") == "train":
-            out.append(r)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
@@ -47,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     fig, axes = _figure(10.0, 6.0, ncols=2, nrows=2)
     for i, spec in enumerate(args.runs):
         label, _, run = spec.rpartition("=")
-        recs = train_records(Path(run))
+        recs = [r for r in read_metrics(Path(run) / "metrics.jsonl")[0] if r.get("kind") == "train"]
         for ax, (title, get) in zip(axes, PANELS):
             pts = [(r["step"], get(r)) for r in recs if get(r) is not None]
             if pts:

@@ -20,7 +20,7 @@ from cloob.data import BadSampleReport, DataError, image_transform, open_pairs
 from cloob.data.policy import ReadPolicy
 from cloob.distributed import get_rank, get_world_size, is_distributed
 from cloob.models import create_model, get_tokenizer, register_model_config
-from cloob.train.config import TrainConfig
+from cloob.train.config import ConfigError, TrainConfig
 from cloob.train.schedule import Schedules
 
 
@@ -202,7 +202,6 @@ def _feature_cache(model, cfg: TrainConfig) -> list[str]:
     if not cfg.feature_cache:
         return []
     from cloob.towers import enable_feature_cache
-    from cloob.train.config import ConfigError
 
     try:
         return enable_feature_cache(model.clip, image=cfg.lock_image and not cfg.lock_image_unlocked_groups,

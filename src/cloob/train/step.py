@@ -28,15 +28,14 @@ def _features(run, images, tokens):
 def _loss(run, method: str, x, y, parts: int):
     """Global loss of ``method``; shared scalars' gradients scaled by 1/parts (summed over micro-batches)."""
     inv_tau = scale_gradient(run.model.inv_tau, 1.0 / parts)
-    beta = run.model.hopfield_beta if METHODS[method][1] else None
-    beta = scale_gradient(beta, 1.0 / parts) if beta is not None else None
+    model_beta = run.model.hopfield_beta
+    beta = scale_gradient(model_beta, 1.0 / parts) if model_beta is not None and METHODS[method][1] else None
     loss = method_loss(method, x, y, inv_tau, beta)
-    unused = run.model.hopfield_beta
-    if beta is None and unused is not None and unused.requires_grad:
+    if beta is None and model_beta is not None and model_beta.requires_grad:
         # A CLIP warm start leaves a learned beta out of the loss; DistributedDataParallel expects a
         # gradient for every trainable parameter, so beta gets an exact zero (in one process too, so
         # both keep the same optimiser state; AdamW leaves a parameter with zero gradient in place).
-        loss = loss + 0.0 * unused
+        loss = loss + 0.0 * model_beta
     return loss
 
 
