@@ -1,5 +1,6 @@
 """`cloob experiment`: grid validation, cell expansion, dry run, tuning selection, and a tiny real grid
-(train + zero-shot per cell, compare, report) that skips finished cells and resumes an interrupted one."""
+(train + zero-shot per cell, compare, report) that skips finished cells, resumes an interrupted one and
+restores its archived cells in an empty out directory."""
 import json
 import os
 
@@ -157,7 +158,7 @@ def scenes(tmp_path_factory):
 
 def tiny_grid(tmp_path, scenes):
     return write_grid(tmp_path, {
-        "name": "tiny", "out": str(tmp_path / "out"),
+        "name": "tiny", "out": str(tmp_path / "out"), "archive": str(tmp_path / "results"),
         "set": {"model": "cloob-vit-tiny", "train_data": f"scenes:{scenes}", "batch_size": 16, "max_steps": 3,
                 "save_every": 2, "eval_every": 3, "log_every": 1, "lr": 1e-3, "threads": 1},
         "grid": {"method": ["clip", "cloob"], "seed": [0]},
@@ -191,6 +192,7 @@ def test_tiny_grid_runs_end_to_end_skips_finished_and_resumes_interrupted(tmp_pa
     shutil.rmtree(ckpts / "step-00000003")
     shutil.rmtree(out / "cloob-s0" / "eval")
     (out / "cloob-s0" / "DONE").unlink()
+    shutil.rmtree(tmp_path / "results" / "cloob-s0")  # an interrupted cell was never archived
     step2 = os.stat(ckpts / "step-00000002" / "model.safetensors").st_mtime_ns
     clip_final = os.stat(out / "clip-s0" / "checkpoints" / "step-00000003" / "model.safetensors").st_mtime_ns
     assert main(["experiment", "--grid", str(grid), "--parallel", "2"]) == 0  # logs go to <cell>/*.log
@@ -203,6 +205,16 @@ def test_tiny_grid_runs_end_to_end_skips_finished_and_resumes_interrupted(tmp_pa
     assert (ckpts / "step-00000003").is_dir() and (out / "cloob-s0" / "DONE").is_file()
     assert os.stat(out / "clip-s0" / "checkpoints" / "step-00000003" / "model.safetensors").st_mtime_ns == clip_final
     assert [c["status"] for c in json.loads((out / "experiment.json").read_text())["cells"]] == ["skipped", "done"]
+
+    # a fresh clone: runs/ is gone but the archive was committed; nothing trains again, the tables still work
+    assert sorted(p.parent.name for p in (tmp_path / "results").glob("*/DONE")) == ["clip-s0", "cloob-s0"]
+    assert not list((tmp_path / "results").rglob("*.safetensors"))
+    shutil.rmtree(out)
+    assert main(["experiment", "--grid", str(grid)]) == 0
+    text = capfd.readouterr().out
+    assert "restored 2 finished cell(s)" in text and "[2/2] skip cloob-s0 (finished" in text
+    assert not (out / "clip-s0" / "checkpoints").exists()
+    assert (out / "compare" / "compare.md").is_file() and (out / "report.html").is_file()
 
 
 @pytest.mark.parametrize("name, n_cells", [("ablation-scenes", 20), ("cifar10", 10), ("tune-scenes", 24),

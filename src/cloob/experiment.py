@@ -6,6 +6,7 @@ An experiment is YAML data (see ``experiments/``). Keys:
 
     name: ablation-scenes               # required
     out: runs/ablation-scenes           # required; cell c lives in <out>/<c>
+    archive: results/ablation-scenes    # optional: finished cells' records kept in the repository
     prepare:                            # optional, idempotent data preparation (registry PREPARE)
       - {scenes: {out: data-cache/scenes-demo, n: 20000, size: 64, seed: 0, n_eval: 1000}}
       - {cifar10_holdout: {out: data-cache/cifar10-val.tar, fraction: 0.1, seed: 0}}
@@ -53,6 +54,11 @@ cell is skipped. Any other cell is (re)run: ``resume: auto`` continues training 
 its latest checkpoint (or does nothing if training had finished) and the evaluations
 run again. A DONE cell whose config changed is an error (delete it or change ``out``).
 
+**Archive** (optional, ``cloob.archive``): each finished cell's records (DONE, cell.yaml,
+metrics.jsonl, eval/*.json; no checkpoints) are copied to ``<archive>/<cell>/``, and a cell
+without DONE whose archived copy has the same config and evals is restored from there and
+skipped. Commit the archive and a grid resumes in a fresh clone, where ``runs/`` is empty.
+
 After the cells: ``cloob compare <cells> --out <out>/compare``, ``cloob report <cells>
 --out <out>/report.html``, and ``<out>/experiment.json`` (command line, grid file
 text, wall time, per-cell status and seconds).
@@ -82,8 +88,10 @@ from pathlib import Path
 
 import yaml
 
+from cloob.archive import archive_cell, archived_done, restore_cell
+
 GRID_KEYS = ("name", "out", "prepare", "base", "set", "datasets", "recipes", "grid", "axes_for", "per_method",
-             "evals", "analyze", "parallel", "compare", "select")
+             "evals", "analyze", "parallel", "compare", "select", "archive")
 EVALUATORS = ("zeroshot", "retrieval", "linear-probe", "few-shot", "knn", "confusions")
 COMPARE_KEYS = ("baseline", "metric", "alpha", "group_by")
 NOT_HYPER = ("method", "seed", "dataset")  # axes that are not tuned hyper-parameters
@@ -336,6 +344,21 @@ def _done(cell: Cell) -> dict | None:
     return done if done.get("evals") == cell.evals else None
 
 
+def _restore(cell: Cell, archive: Path) -> bool:
+    """Restore the cell from the archive when it has no DONE and the archived one matches its config and evals."""
+    if (cell.dir / "DONE").is_file():
+        return False
+    kept = archived_done(archive / cell.name)
+    if kept is None:
+        return False
+    if kept.get("config") != cell.config or kept.get("evals") != cell.evals:
+        changed = sorted(k for k in set(kept.get("config", {})) | set(cell.config)
+                         if kept.get("config", {}).get(k) != cell.config.get(k)) or ["evals"]
+        raise GridError(f"cell {cell.name} is archived in {archive / cell.name} with another config (differs in "
+                        f"{', '.join(changed)}); delete that copy or choose another archive")
+    return restore_cell(archive / cell.name, cell.dir)
+
+
 def run_cell(cell: Cell, g: dict, threads: int, parallel: int) -> dict:
     """Train (resuming), evaluate, analyze; write DONE. Returns {status, seconds, step}."""
     from cloob.train.checkpoint import latest_checkpoint, read_meta
@@ -414,8 +437,15 @@ def run_experiment(grid_file: str, parallel: int | None = None, dry_run: bool = 
     results: dict[str, dict] = {}
     lock = threading.Lock()
     todo = []
+    archive = Path(g["archive"]) if g.get("archive") else None
+    if archive:
+        restored = [c.name for c in cells if _restore(c, archive)]
+        if restored:
+            print(f"restored {len(restored)} finished cell(s) from {archive}", flush=True)
     for c in cells:
         done = _done(c)
+        if done and archive and archived_done(archive / c.name) != json.loads((c.dir / "DONE").read_text()):
+            archive_cell(c.dir, archive / c.name)  # finished before the grid had an archive
         if done:
             results[c.name] = {"status": "skipped", "seconds": 0.0, "step": done.get("step")}
             print(f"[{len(results)}/{n}] skip {c.name} (finished: DONE at step {done.get('step')})", flush=True)
@@ -427,6 +457,8 @@ def run_experiment(grid_file: str, parallel: int | None = None, dry_run: bool = 
         with lock:
             print(f"[{len(results) + 1}/{n}] start {c.name}", flush=True)
         r = run_cell(c, g, threads, k)
+        if archive and r["status"] == "done":
+            archive_cell(c.dir, archive / c.name)
         with lock:
             results[c.name] = r
             ran = [x for x in results.values() if x["status"] != "skipped"]
