@@ -444,7 +444,7 @@ def run_experiment(grid_file: str, parallel: int | None = None, dry_run: bool = 
             print(f"restored {len(restored)} finished cell(s) from {archive}", flush=True)
     for c in cells:
         done = _done(c)
-        if done and archive and archived_done(archive / c.name) != json.loads((c.dir / "DONE").read_text()):
+        if done and archive and archived_done(archive / c.name) != done:
             archive_cell(c.dir, archive / c.name)  # finished before the grid had an archive
         if done:
             results[c.name] = {"status": "skipped", "seconds": 0.0, "step": done.get("step")}
