@@ -54,8 +54,8 @@ cell is skipped. Any other cell is (re)run: ``resume: auto`` continues training 
 its latest checkpoint (or does nothing if training had finished) and the evaluations
 run again. A DONE cell whose config changed is an error (delete it or change ``out``).
 
-**Archive** (optional, ``cloob.archive``): each finished cell's records (DONE, cell.yaml,
-metrics.jsonl, eval/*.json; no checkpoints) are copied to ``<archive>/<cell>/``, and a cell
+**Archive** (optional, ``cloob.archive``): each finished cell's records (DONE, cell.yaml, config.yaml,
+versions.json, metrics.jsonl, eval/*.json; no checkpoints) go to ``<archive>/<cell>/``, and a cell
 without DONE whose archived copy has the same config and evals is restored from there and
 skipped. Commit the archive and a grid resumes in a fresh clone, where ``runs/`` is empty.
 
