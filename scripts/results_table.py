@@ -1,6 +1,7 @@
 """A paper-style table (in %) from a grid's `cloob compare` output.
 
     python scripts/results_table.py runs/ablation-scenes [--methods clip,infoloob,infonce-hopfield,cloob]
+    python scripts/results_table.py results/tune-towers-cifar10 --group-by label   # an archive
 Rows: headline metrics; cells: mean ± std over seeds (n); p: Welch's t-test against the first
 method (the baseline), marked * when p < 0.05; bold: the best mean when it is significantly
 better than every other method.
@@ -27,8 +28,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("grid")
     ap.add_argument("--methods", default=None)
+    ap.add_argument("--group-by", default="method", help="without <grid>/compare (an archive): group cells by this key")
     args = ap.parse_args()
-    data = json.loads((Path(args.grid) / "compare" / "compare.json").read_text())
+    written = Path(args.grid) / "compare" / "compare.json"
+    if written.is_file():
+        data = json.loads(written.read_text())
+    else:  # an archive (results/<grid>) has no compare output: compare its cells here, writing nothing
+        from cloob.evals.compare import aggregate, collect
+
+        data = aggregate(collect([str(Path(args.grid) / "*")], group_by=args.group_by), baseline=None)
     methods = args.methods.split(",") if args.methods else data["groups"]
     base = methods[0]
     print("| dataset | metric | " + " | ".join(methods) + " |")
