@@ -331,14 +331,18 @@ def cell_commands(cell: Cell, g: dict, threads: int, progress: bool) -> list[tup
     return cmds
 
 
+def _changed_keys(recorded: dict, config: dict) -> list[str]:
+    """The config keys whose values differ between a recorded DONE config and the cell's, sorted."""
+    return sorted(k for k in set(recorded) | set(config) if recorded.get(k) != config.get(k))
+
+
 def _done(cell: Cell) -> dict | None:
     path = cell.dir / "DONE"
     if not path.is_file():
         return None
     done = json.loads(path.read_text())
     if done.get("config") != cell.config:
-        changed = sorted(k for k in set(done.get("config", {})) | set(cell.config)
-                         if done.get("config", {}).get(k) != cell.config.get(k))
+        changed = _changed_keys(done.get("config", {}), cell.config)
         raise GridError(f"cell {cell.name} finished with another config (differs in {', '.join(changed)}); "
                         f"delete {cell.dir} or choose another out")
     return done if done.get("evals") == cell.evals else None
@@ -352,8 +356,7 @@ def _restore(cell: Cell, archive: Path) -> bool:
     if kept is None:
         return False
     if kept.get("config") != cell.config or kept.get("evals") != cell.evals:
-        changed = sorted(k for k in set(kept.get("config", {})) | set(cell.config)
-                         if kept.get("config", {}).get(k) != cell.config.get(k)) or ["evals"]
+        changed = _changed_keys(kept.get("config", {}), cell.config) or ["evals"]
         raise GridError(f"cell {cell.name} is archived in {archive / cell.name} with another config (differs in "
                         f"{', '.join(changed)}); delete that copy or choose another archive")
     return restore_cell(archive / cell.name, cell.dir)
