@@ -81,7 +81,7 @@ def main() -> int:
                 continue
             ax.bar(i, statistics.fmean(vals), color="C0" if "cloob" not in v else "C1", alpha=0.35, width=0.7)
             ax.scatter([i] * len(vals), vals, color="k", s=12, zorder=3)
-            ax.text(i, statistics.fmean(vals), f"{statistics.fmean(vals):.1f}", ha="center", va="bottom", fontsize=8)
+            ax.text(i, max(vals) + 1, f"{statistics.fmean(vals):.1f}", ha="center", va="bottom", fontsize=8)
         labels = []
         for v in variants:
             secs = [s for s in (_train_seconds(c) for c in cells[v]) if s is not None]
