@@ -75,13 +75,15 @@ def main() -> int:
     fig, axes = plt.subplots(1, len(args.metric), figsize=(0.9 * len(variants) * len(args.metric) + 1.5, 3.8),
                              squeeze=False)
     for ax, spec, title in zip(axes[0], args.metric, titles):
+        values = {v: [100 * x for x in (_metric(c, spec) for c in cells[v]) if x is not None] for v in variants}
+        top = max((max(vals) for vals in values.values() if vals), default=1.0)
         for i, v in enumerate(variants):
-            vals = [100 * x for x in (_metric(c, spec) for c in cells[v]) if x is not None]
+            vals = values[v]
             if not vals:
                 continue
             ax.bar(i, statistics.fmean(vals), color="C0" if "cloob" not in v else "C1", alpha=0.35, width=0.7)
             ax.scatter([i] * len(vals), vals, color="k", s=12, zorder=3)
-            ax.text(i, max(vals) + 1, f"{statistics.fmean(vals):.1f}", ha="center", va="bottom", fontsize=8)
+            ax.text(i, max(vals) + 0.015 * top, f"{statistics.fmean(vals):.1f}", ha="center", va="bottom", fontsize=8)
         labels = []
         for v in variants:
             secs = [s for s in (_train_seconds(c) for c in cells[v]) if s is not None]
