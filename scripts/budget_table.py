@@ -13,7 +13,6 @@ method, and the difference of each method to the first (the baseline, CLIP) with
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import statistics
@@ -21,7 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from cloob.analysis.runs import read_metrics
+from cloob.analysis.runs import cell_metric, read_metrics
 from cloob.analysis.stats import welch_p
 
 DIAGNOSTICS = [
@@ -31,15 +30,6 @@ DIAGNOSTICS = [
     ("patterns per retrieval (U_x, U_y, V_x, V_y mean)", "eff_patterns"),
     ("retrieved cosine (mean of 4)", "cos/retrieved"),
 ]
-
-
-def _metric(cell: Path, spec: str) -> float | None:
-    stem, _, key = spec.partition("/")  # keys may hold "/" (image_to_text/R@1), stems do not
-    files = sorted(glob.glob(str(cell / "eval" / f"{stem}.json")))
-    if not files:
-        return None
-    v = json.loads(Path(files[0]).read_text()).get("metrics", {}).get(key)
-    return float(v) if isinstance(v, (int, float)) else None
 
 
 def _last_train(cell: Path) -> dict:
@@ -80,7 +70,7 @@ def collect(grids: list[Path], metrics: list[str]) -> tuple[dict, list[str]]:
         bucket = data[(method, budget)]
         bucket["seconds"].append(float(finished.get("seconds", math.nan)))
         for spec in metrics:
-            v = _metric(cell, spec)
+            v = cell_metric(cell, spec)
             if v is not None:
                 bucket[f"metric:{spec}"].append(v)
         for k, v in _last_train(cell).items():

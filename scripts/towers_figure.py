@@ -13,7 +13,6 @@ are drawn; a variant without finished cells is left out with a line on stderr.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import statistics
 import sys
@@ -21,14 +20,7 @@ from pathlib import Path
 
 import yaml
 
-
-def _metric(cell: Path, spec: str) -> float | None:
-    stem, _, key = spec.partition("/")  # keys may hold "/" (image_to_text/R@1), stems do not
-    files = sorted(glob.glob(str(cell / "eval" / f"{stem}.json")))
-    if not files:
-        return None
-    v = json.loads(Path(files[0]).read_text()).get("metrics", {}).get(key)
-    return float(v) if isinstance(v, (int, float)) else None
+from cloob.analysis.runs import cell_metric
 
 
 def _train_seconds(cell: Path) -> float | None:
@@ -75,7 +67,7 @@ def main() -> int:
     fig, axes = plt.subplots(1, len(args.metric), figsize=(0.9 * len(variants) * len(args.metric) + 1.5, 3.8),
                              squeeze=False)
     for ax, spec, title in zip(axes[0], args.metric, titles):
-        values = {v: [100 * x for x in (_metric(c, spec) for c in cells[v]) if x is not None] for v in variants}
+        values = {v: [100 * x for x in (cell_metric(c, spec) for c in cells[v]) if x is not None] for v in variants}
         top = max((max(vals) for vals in values.values() if vals), default=1.0)
         for i, v in enumerate(variants):
             vals = values[v]

@@ -37,8 +37,8 @@ def test_reads_finished_cells_by_label(tmp_path, monkeypatch, capsys):
     cells = mod.read_cells(grid)
     assert {k: sorted(c.name for c in v) for k, v in cells.items()} == {"scratch-clip": ["s0-a", "s1-a"],
                                                                          "lit2-clip": ["s0-b"]}
-    assert mod._metric(grid / "s0-a", "zeroshot-cifar10-*/top1") == 0.5
-    assert mod._metric(grid / "s0-a", "linear-probe-*/top1") is None
+    assert mod.cell_metric(grid / "s0-a", "zeroshot-cifar10-*/top1") == 0.5
+    assert mod.cell_metric(grid / "s0-a", "linear-probe-*/top1") is None
     assert mod._train_seconds(grid / "s1-a") == 220.0  # the last train record, not the eval one
     out = tmp_path / "fig.png"
     monkeypatch.setattr("sys.argv", ["towers_figure.py", str(grid), "--metric", "zeroshot-*/top1", "--variants",

@@ -101,6 +101,18 @@ def eval_metrics(ev: dict) -> dict[str, float]:
     return {k: float(v) for k, v in ev.items() if finite(v) and not NOT_METRICS.match(k)}
 
 
+def cell_metric(run: str | Path, spec: str) -> float | None:
+    """One metric of a run's evaluations: ``spec`` is ``<eval file stem glob>/<key>`` (e.g.
+    ``zeroshot-cifar10-*/top1``; keys may hold "/", stems do not); the first matching file in name
+    order is read. None when no file matches or the key is missing or not a number."""
+    stem, _, key = spec.partition("/")
+    files = sorted(Path(run, "eval").glob(f"{stem}.json"))
+    if not files:
+        return None
+    v = json.loads(files[0].read_text()).get("metrics", {}).get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def lower_is_better(metric: str) -> bool:
     """Direction of a metric: losses, errors and ranks are better low."""
     return bool(LOWER_IS_BETTER.search(metric)) or compare_lower_is_better(metric)
