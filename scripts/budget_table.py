@@ -20,7 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from cloob.analysis.runs import cell_metric, read_metrics
+from cloob.analysis.runs import cell_metric, last_train_record
 from cloob.analysis.stats import welch_p
 
 DIAGNOSTICS = [
@@ -33,8 +33,7 @@ DIAGNOSTICS = [
 
 
 def _last_train(cell: Path) -> dict:
-    train = [r for r in read_metrics(cell / "metrics.jsonl")[0] if r.get("kind") == "train"]
-    last = train[-1] if train else {}
+    last = last_train_record(cell) or {}
     out = {k: last[k] for k in ("loss_gap_nats", "cos/x", "cos/y") if isinstance(last.get(k), (int, float))}
     eff = [last[f"eff_patterns/{n}"] for n in ("U_x", "U_y", "V_x", "V_y") if f"eff_patterns/{n}" in last]
     cos = [last[f"cos/{n}"] for n in ("U_x", "U_y", "V_x", "V_y") if f"cos/{n}" in last]

@@ -13,30 +13,11 @@ are drawn; a variant without finished cells is left out with a line on stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
-from cloob.analysis.runs import cell_metric
-
-
-def _train_seconds(cell: Path) -> float | None:
-    times = [json.loads(line)["time"] for line in (cell / "metrics.jsonl").read_text().splitlines()
-             if '"kind": "train"' in line]
-    return times[-1] if times else None
-
-
-def read_cells(grid: Path) -> dict[str, list[Path]]:
-    """Finished cells of a grid directory by their ``label`` (the cell name when there is none)."""
-    cells: dict[str, list[Path]] = {}
-    for done in sorted(grid.glob("*/DONE")):
-        cell = done.parent
-        label = (yaml.safe_load((cell / "config.yaml").read_text()) or {}).get("label") or cell.name
-        cells.setdefault(str(label), []).append(cell)
-    return cells
+from cloob.analysis.runs import cell_metric, finished_runs_by, last_train_record
 
 
 def main() -> int:
@@ -47,7 +28,7 @@ def main() -> int:
     ap.add_argument("--variants", default=None, help="comma-separated labels, in plot order (default: all, sorted)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    cells = read_cells(args.grid)
+    cells = finished_runs_by(args.grid, "label")
     if not cells:
         print(f"error: no finished cells (*/DONE) under {args.grid}", file=sys.stderr)
         return 2
@@ -78,7 +59,7 @@ def main() -> int:
             ax.text(i, max(vals) + 0.015 * top, f"{statistics.fmean(vals):.1f}", ha="center", va="bottom", fontsize=8)
         labels = []
         for v in variants:
-            secs = [s for s in (_train_seconds(c) for c in cells[v]) if s is not None]
+            secs = [r["time"] for r in map(last_train_record, cells[v]) if r is not None]
             labels.append(f"{v}\n{statistics.fmean(secs):.0f} s, n={len(cells[v])}" if secs else v)
         ax.set_xticks(range(len(variants)), labels, rotation=35, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)

@@ -14,17 +14,13 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
+from cloob.analysis.runs import finished_runs_by, last_train_record
 
 
 def cell_times(cell: Path) -> dict | None:
-    metrics = cell / "metrics.jsonl"
-    if not metrics.is_file() or not (cell / "DONE").is_file():
+    last = last_train_record(cell)
+    if last is None or not (cell / "DONE").is_file():
         return None
-    train = [json.loads(line) for line in metrics.read_text().splitlines() if '"kind": "train"' in line]
-    if not train:
-        return None
-    last = max(train, key=lambda r: r["step"])
     return {"train_s": last["time"], "steps": last["step"], "cell_s": json.loads((cell / "DONE").read_text())["seconds"]}
 
 
@@ -39,15 +35,9 @@ def main() -> int:
     ap.add_argument("grid")
     ap.add_argument("--group-by", default="label")
     args = ap.parse_args()
-    groups: dict[str, list[dict]] = {}
-    for cell in sorted(Path(args.grid).iterdir()):
-        if not (cell / "config.yaml").is_file():
-            continue
-        times = cell_times(cell)
-        if times is None:
-            continue
-        group = yaml.safe_load((cell / "config.yaml").read_text()).get(args.group_by) or cell.name
-        groups.setdefault(str(group), []).append(times)
+    groups = {group: [t for t in map(cell_times, cells) if t is not None]
+              for group, cells in finished_runs_by(args.grid, args.group_by).items()}
+    groups = {group: rows for group, rows in groups.items() if rows}
     print(f"| {args.group_by} | cells | steps | training s | s / step | cell s (train + evals) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for group, rows in groups.items():

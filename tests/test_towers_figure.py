@@ -34,12 +34,12 @@ def test_reads_finished_cells_by_label(tmp_path, monkeypatch, capsys):
     _cell(grid, "s1-a", "scratch-clip", 0.6, 220.0)
     _cell(grid, "s0-b", "lit2-clip", 0.8, 240.0)
     _cell(grid, "s1-b", "lit2-clip", 0.9, 240.0, done=False)  # unfinished: not read
-    cells = mod.read_cells(grid)
+    cells = mod.finished_runs_by(grid, "label")
     assert {k: sorted(c.name for c in v) for k, v in cells.items()} == {"scratch-clip": ["s0-a", "s1-a"],
                                                                          "lit2-clip": ["s0-b"]}
     assert mod.cell_metric(grid / "s0-a", "zeroshot-cifar10-*/top1") == 0.5
     assert mod.cell_metric(grid / "s0-a", "linear-probe-*/top1") is None
-    assert mod._train_seconds(grid / "s1-a") == 220.0  # the last train record, not the eval one
+    assert mod.last_train_record(grid / "s1-a")["time"] == 220.0  # the last train record, not the eval one
     out = tmp_path / "fig.png"
     monkeypatch.setattr("sys.argv", ["towers_figure.py", str(grid), "--metric", "zeroshot-*/top1", "--variants",
                                      "scratch-clip,cbow-clip,lit2-clip", "--out", str(out)])

@@ -101,6 +101,24 @@ def eval_metrics(ev: dict) -> dict[str, float]:
     return {k: float(v) for k, v in ev.items() if finite(v) and not NOT_METRICS.match(k)}
 
 
+def last_train_record(run: str | Path) -> dict | None:
+    """The last ``train`` record of a run's ``metrics.jsonl`` (its final logged step: ``step``,
+    ``time`` = the loop's own clock, diagnostics), or None when it logged none."""
+    train = [r for r in read_metrics(Path(run) / "metrics.jsonl")[0] if r.get("kind") == "train"]
+    return train[-1] if train else None
+
+
+def finished_runs_by(grid: str | Path, key: str) -> dict[str, list[Path]]:
+    """Finished runs (``<grid>/*/DONE``) of a grid directory or its archive, grouped by a key of
+    their ``config.yaml`` (the run's directory name where the key is unset), in name order."""
+    groups: dict[str, list[Path]] = {}
+    for done in sorted(Path(grid).glob("*/DONE")):
+        run = done.parent
+        value = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get(key) or run.name
+        groups.setdefault(str(value), []).append(run)
+    return groups
+
+
 def cell_metric(run: str | Path, spec: str) -> float | None:
     """One metric of a run's evaluations: ``spec`` is ``<eval file stem glob>/<key>`` (e.g.
     ``zeroshot-cifar10-*/top1``; keys may hold "/", stems do not); the first matching file in name
