@@ -85,7 +85,7 @@ def main() -> int:
     from cloob.search.encoder import load_encoder
     from cloob.search.sources import open_rows
     from cloob.search.store import Store
-    from cloob.train.checkpoint import save_checkpoint
+    from cloob.checkpoint import save_checkpoint
 
     torch.set_num_threads(args.threads)
     try:

@@ -14,7 +14,7 @@ from cloob.evals.finetune import CosineHead, finetune
 from cloob.evals.knn import knn_classify
 from cloob.evals.linear_probe import linear_probe, stratified_split
 from cloob.evals.retrieval import retrieval_metrics, retrieval_ranks
-from cloob.evals.templates import IMAGENET_TEMPLATES, TEMPLATE_SETS, load_classnames, load_templates
+from cloob.evals.templates import TEMPLATE_SETS, load_classnames, load_templates
 from cloob.evals.zeroshot import evaluate_zeroshot, zeroshot_classifier
 
 CLASSES = ["red", "green", "blue"]
@@ -235,15 +235,22 @@ def test_finetune_head_learns_separable_classes(head):
 def test_templates_shipped_and_files(tmp_path):
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-    assert len(IMAGENET_TEMPLATES) == 80 and len(TEMPLATE_SETS["cifar"]) == 18
-    assert list(IMAGENET_TEMPLATES) == [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
+    import json
+    from importlib import resources
+
+    assert len(TEMPLATE_SETS["imagenet"]) == 80 and len(TEMPLATE_SETS["cifar"]) == 18
+    assert list(TEMPLATE_SETS["imagenet"]) == [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
+    package = json.loads((resources.files("clip_benchmark") / "datasets" /
+                          "en_zeroshot_classification_templates.json").read_text())
+    assert list(TEMPLATE_SETS["cifar"]) == [t.replace("{c}", "{}") for t in package["cifar10"]]
+    assert load_templates("flowers102") == [t.replace("{c}", "{}") for t in package["flowers"]]
     f = tmp_path / "t.txt"
     f.write_text("# mine\na drawing of a {}.\n\nan {} here\n")
     assert load_templates(str(f)) == ["a drawing of a {}.", "an {} here"]
     f.write_text("no placeholder\n")
     with pytest.raises(ValueError, match="exactly one"):
         load_templates(str(f))
-    with pytest.raises(ValueError, match="not a shipped set"):
+    with pytest.raises(ValueError, match="not a set .* and not a file"):
         load_templates("nope")
     c = tmp_path / "c.txt"
     c.write_text("cat\ndog\n")

@@ -13,7 +13,7 @@ def run(tmp_path_factory):
 
     from cloob.data.scenes import generate_scenes
     from cloob.models import create_model
-    from cloob.train.checkpoint import save_checkpoint
+    from cloob.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("evals")
     generate_scenes(root / "scenes", n=16, size=32, n_eval=40, workers=1)
@@ -109,7 +109,7 @@ def test_cifar10_zeroshot_subset_if_shared_data_present(run, tmp_path):
     from cloob.evals.templates import load_templates
     from cloob.evals.zeroshot import evaluate_zeroshot
     from cloob.models import get_tokenizer
-    from cloob.train.checkpoint import load_model
+    from cloob.model_source import load_model
 
     tar = shared_dir() / "data" / "cifar10" / "test.tar"
     if not tar.is_file():

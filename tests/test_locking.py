@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 
 from cloob.data.scenes import generate_scenes
 from cloob.locking import lock_towers
+from cloob.model_source import load_model
 from cloob.models import TOWER_CONFIG_DIR, create_model, get_tokenizer, register_model_config
 from cloob.towers import TowerCLIP, enable_feature_cache
-from cloob.train import checkpoint as ckpt
+from cloob import checkpoint as ckpt
 from cloob.train.config import ConfigError, build_config
 from tower_packages import needs_efficientnet, needs_minilm
 
@@ -153,7 +154,7 @@ def test_lit_and_cbow_runs_train_from_the_cli_and_evaluate_from_their_checkpoint
         result = json.loads(next((run_dir / "eval").glob("zeroshot-*.json")).read_text())
         assert result["model"] == runs[name][1] and 0 <= result["metrics"]["top1"] <= 1
         # the checkpoint rebuilds the same weights (the pretrained tower from the package, then the saved state)
-        model, meta = ckpt.load_model(run_dir)
+        model, meta = load_model(run_dir)
         assert isinstance(model.clip, TowerCLIP)
         saved = load_file(ckpt.resolve_checkpoint(run_dir) / "model.safetensors")
         assert all(torch.equal(v, saved[k]) for k, v in model.clip.state_dict().items())

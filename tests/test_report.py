@@ -95,7 +95,7 @@ def ckpt_dir(tmp_path_factory):
     import torch
 
     from cloob.models import create_model
-    from cloob.train.checkpoint import save_checkpoint
+    from cloob.checkpoint import save_checkpoint
 
     d = tmp_path_factory.mktemp("ckpt") / "checkpoints"
     for step, seed in ((0, 0), (10, 1)):

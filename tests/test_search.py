@@ -38,7 +38,7 @@ def world(tmp_path_factory):
     from cloob.data.csvfile import write_csv
     from cloob.data.scenes import generate_scenes
     from cloob.models import create_model
-    from cloob.train.checkpoint import save_checkpoint
+    from cloob.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("search")
     generate_scenes(root / "scenes", n=40, size=32, n_eval=12, workers=1)
@@ -82,7 +82,7 @@ def colours(world):
 @pytest.fixture(scope="module")
 def model(world):
     from cloob.models import get_tokenizer
-    from cloob.train.checkpoint import load_model
+    from cloob.model_source import load_model
 
     m, _ = load_model(world["run"])
     return m, get_tokenizer(MODEL)

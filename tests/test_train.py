@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from cloob.data.scenes import generate_scenes
-from cloob.train import checkpoint as ckpt
+from cloob import checkpoint as ckpt
 from cloob.train.config import ConfigError, build_config
 from cloob.train.schedule import lr_at
 from cloob.weights import CheckpointError

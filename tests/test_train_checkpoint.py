@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cloob.data.scenes import generate_scenes
-from cloob.train import checkpoint as ckpt
+from cloob import checkpoint as ckpt
 from cloob.train import loop
 from cloob.train.config import build_config
 from cloob.weights import CheckpointError

@@ -27,12 +27,33 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from cloob.checkpoint import CheckpointError
+    from cloob.model_source import convert
+
+    try:
+        path = convert(args.source, args.out, args.model)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} (evaluate with --checkpoint {args.out})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloob", description="CLIP and CLOOB contrastive language-image pretraining")
     parser.add_argument("--version", action="version", version=f"cloob {cloob.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="library versions, threads and registered model names")
     p.set_defaults(func=cmd_info)
+    p = sub.add_parser("convert", help="write any model source (state dict, open_clip epoch_N.pt, OpenAI CLIP "
+                                       "file, CLOOB reference checkpoint) as a cloob checkpoint")
+    p.add_argument("source", help="weights file or cloob run/checkpoint directory")
+    p.add_argument("--model", default=None, help="open_clip architecture (required for state dicts and "
+                                                 "open_clip checkpoints; read off the shapes for OpenAI/reference files)")
+    p.add_argument("--out", required=True, help="output directory (a run-like directory: OUT/checkpoints/step-N)")
+    p.set_defaults(func=cmd_convert)
     # Each area registers its own sub-commands (one line each).
     from cloob.data.commands import add_commands as _add_data; _add_data(sub)  # noqa: E702
     from cloob.train.commands import add_commands as _add_train; _add_train(sub)  # noqa: E702
@@ -40,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cloob.analysis.commands import add_commands as _add_analysis; _add_analysis(sub)  # noqa: E702
     from cloob.experiment import add_commands as _add_experiment; _add_experiment(sub)  # noqa: E702
     from cloob.search.commands import add_commands as _add_search; _add_search(sub)  # noqa: E702
+    from cloob.benchmark import add_commands as _add_benchmark; _add_benchmark(sub)  # noqa: E702
     return parser
 
 

@@ -364,7 +364,7 @@ def _restore(cell: Cell, archive: Path) -> bool:
 
 def run_cell(cell: Cell, g: dict, threads: int, parallel: int) -> dict:
     """Train (resuming), evaluate, analyze; write DONE. Returns {status, seconds, step}."""
-    from cloob.train.checkpoint import latest_checkpoint, read_meta
+    from cloob.checkpoint import latest_checkpoint, read_meta
 
     t0 = time.perf_counter()
     threads = cell_threads(cell, threads)

@@ -166,26 +166,30 @@ def training_panels(runs: list[tuple[str, str, list[dict]]]) -> list[tuple[str, 
 
 def analyze(checkpoints: list[str | Path], spec: str, out: str | Path | None = None, max_samples: int = 2000,
             batch_size: int = 64, device: str = "cpu", fraction: float = 0.99, k: int = 10, workers: int = 0,
-            chunk: int | None = None, progress: bool = True) -> dict:
+            chunk: int | None = None, progress: bool = True, model_name: str | None = None) -> dict:
     """Analyse each checkpoint on ``spec``; write ``analysis.json`` and PNGs to ``out``
-    (default ``<run of the first checkpoint>/analysis``). Returns the JSON dict."""
-    from cloob.train.checkpoint import load_model, resolve_checkpoint
+    (default ``<run of the first checkpoint>/analysis``). Returns the JSON dict.
+
+    A checkpoint is any model source of :mod:`cloob.model_source`; ``model_name`` names the
+    architecture of weights files that need it."""
+    from cloob.checkpoint import resolve_checkpoint
+    from cloob.model_source import load_model
 
     if not checkpoints:
         raise ValueError("give at least one --checkpoint")
-    resolved = [resolve_checkpoint(c) for c in checkpoints]
+    resolved = [Path(c) if Path(c).is_file() else resolve_checkpoint(c) for c in checkpoints]
     out = Path(out) if out is not None else run_dir_of(resolved[0]) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     entries, arrays = [], []
     for ckpt in resolved:
-        model, meta = load_model(ckpt, device=device)
+        model, meta = load_model(ckpt, model_name=model_name if ckpt.is_file() else None, device=device)
         x, y, _ = encode_dataset(model, spec, max_samples, batch_size, device, workers, progress)
         inv_tau = float(model.inv_tau.detach())
         summary, arr = diagnose(x, y, inv_tau, fraction, k, chunk)
         run = run_dir_of(ckpt)
         method = meta.get("method") or (meta.get("config") or {}).get("method") or "unknown"
         entries.append({"checkpoint": str(ckpt), "run": run.name, "run_dir": str(run), "method": method,
-                        "model": meta.get("model"), "step": int(meta.get("step", 0)), **summary})
+                        "model": meta.get("model"), "step": int(meta.get("step") or 0), **summary})
         arrays.append(arr)
         del model
     _labels(entries)

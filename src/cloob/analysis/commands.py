@@ -15,7 +15,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from cloob.analysis.analyze import analyze
     from cloob.analysis.runs import RunError
     from cloob.data.bad import DataError
-    from cloob.train.checkpoint import CheckpointError
+    from cloob.checkpoint import CheckpointError
 
     if not 0 < args.fraction <= 1:
         return _fail(ValueError(f"--fraction must be in (0, 1], got {args.fraction}"))
@@ -25,7 +25,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     try:
         result = analyze(args.checkpoint, args.dataset, args.out, max_samples=args.max_samples,
                          batch_size=args.batch_size, device=device, fraction=args.fraction, k=args.k,
-                         workers=args.workers)
+                         workers=args.workers, model_name=args.model)
     except (CheckpointError, DataError, RunError, FileNotFoundError, ValueError) as e:
         return _fail(e)
     for e in result["checkpoints"]:
@@ -59,7 +59,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("analyze", help="embedding diagnostics (eigenvalues, uniformity, similarities, "
                                        "saturation) of checkpoints on a dataset: analysis.json + PNGs")
     p.add_argument("--checkpoint", action="append", required=True,
-                   help="checkpoint dir or run dir (its latest); repeat to compare (relative change vs the first)")
+                   help="model source: checkpoint dir, run dir (its latest) or weights file (cloob.model_source); "
+                        "repeat to compare (relative change vs the first)")
+    p.add_argument("--model", default=None, help="open_clip architecture of weights files that need it")
     p.add_argument("--dataset", required=True, help="pairs or retrieval spec, e.g. scenes-retrieval:DIR or x.csv")
     p.add_argument("--out", default=None, help="output dir (default <run of the first checkpoint>/analysis)")
     p.add_argument("--max-samples", type=int, default=2000, help="pairs to encode (default 2000)")

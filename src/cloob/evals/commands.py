@@ -34,18 +34,26 @@ def dataset_slug(spec: str) -> str:
 
 
 def default_out(checkpoint: str | Path) -> Path:
-    """``<run>/eval`` for ``<run>/checkpoints/step-…``; else ``<checkpoint>/eval``."""
+    """``<run>/eval`` for ``<run>/checkpoints/step-…``; ``<dir>/eval-<stem>`` for a weights file; else ``<checkpoint>/eval``."""
     ckpt = Path(checkpoint)
+    if ckpt.is_file():
+        return ckpt.parent / f"eval-{ckpt.stem}"
     if ckpt.parent.name == "checkpoints":
         return ckpt.parent.parent / "eval"
     return ckpt / "eval"
+
+
+def default_cache_dir(checkpoint: str | Path) -> Path:
+    """``<checkpoint>/features`` for a checkpoint directory; ``<dir>/features-<stem>`` for a weights file."""
+    ckpt = Path(checkpoint)
+    return ckpt.parent / f"features-{ckpt.stem}" if ckpt.is_file() else ckpt / "features"
 
 
 def _guard(fn):
     @functools.wraps(fn)
     def wrapped(args):
         from cloob.data import DataError
-        from cloob.train.checkpoint import CheckpointError
+        from cloob.checkpoint import CheckpointError
 
         try:
             return fn(args)
@@ -64,18 +72,19 @@ class Context:
         from cloob.data.commands import read_policy
         from cloob.evals.features import default_device
         from cloob.models import get_tokenizer
-        from cloob.train.checkpoint import load_model
+        from cloob.model_source import load_model
 
         self.args = args
         self.t0 = time.perf_counter()
         self.policy = read_policy(args)
         device = args.device or default_device()
-        self.model, self.meta = load_model(args.checkpoint, device=device, warn=self.log)
+        self.model, self.meta = load_model(args.checkpoint, model_name=getattr(args, "model", None), device=device,
+                                           warn=self.log)
         self.ckpt = Path(self.meta["checkpoint"])
         self.tokenizer = get_tokenizer(self.model.model_name)
         self.transform = image_transform(self.model, train=False, resize=args.resize)
         self.out = Path(args.out) if args.out else default_out(self.ckpt)
-        self.cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else self.ckpt / "features"
+        self.cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir(self.ckpt)
 
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr)
@@ -356,11 +365,15 @@ def cmd_compare(args) -> int:
 
 # ------------------------------------------------------------------ parser
 def _common(p, retrieval: bool = False) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory or run directory (its latest)")
+    p.add_argument("--checkpoint", required=True, help="model source: a cloob run or checkpoint directory (its "
+                   "latest), a state dict, an open_clip epoch_N.pt, an OpenAI CLIP file or a CLOOB reference "
+                   "checkpoint (see cloob.model_source)")
+    p.add_argument("--model", default=None, help="open_clip architecture of a weights file (e.g. RN50-quickgelu)")
     p.add_argument("--dataset", required=True, help="retrieval spec (scenes-retrieval:DIR, CSV)" if retrieval
                    else "labelled spec (image folder, .tar, cifar10-test:, scenes-scene:DIR, scenes-object:DIR)")
     p.add_argument("--out", default=None, help="output directory (default: <run>/eval)")
-    p.add_argument("--cache-dir", default=None, help="feature cache directory (default: <checkpoint>/features)")
+    p.add_argument("--cache-dir", default=None, help="feature cache directory (default: <checkpoint>/features, "
+                                                                 "<dir>/features-<stem> for a weights file)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")

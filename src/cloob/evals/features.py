@@ -145,7 +145,7 @@ def cache_key(checkpoint: str | Path | None, step, spec: str, transform, kind: s
     """Hash of (checkpoint path, step, weights mtime, dataset spec, transform repr, kind)."""
     mtime = None
     if checkpoint is not None:
-        w = Path(checkpoint) / "model.safetensors"
+        w = Path(checkpoint) / "model.safetensors" if Path(checkpoint).is_dir() else Path(checkpoint)
         mtime = w.stat().st_mtime_ns if w.is_file() else None
         checkpoint = str(Path(checkpoint).resolve())
     blob = json.dumps([checkpoint, step, mtime, str(spec), repr(transform), kind])

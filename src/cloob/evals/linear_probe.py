@@ -70,4 +70,113 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_feat
     pred = clf.predict(test_features)
     out.update({"top1": float(np.mean(pred == test_labels)), "C": float(best_C), "val_top1": best_acc,
                 "n_train": int(len(train_labels)), "n_test": int(len(test_labels))})
+    out.update(_rank_metrics(clf, test_features, test_labels, pred))
+    return out
+
+
+def _rank_metrics(clf, x: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict:
+    """``top5`` (when ≥ 5 classes were seen in training) and ``mean_per_class`` (recall averaged over test classes)."""
+    out = {"mean_per_class": float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))}
+    classes = clf.classes_ if hasattr(clf, "classes_") else clf[-1].classes_
+    if len(classes) >= 5:
+        scores = clf.decision_function(x)
+        top = classes[np.argsort(-scores, axis=1)[:, :5]]
+        out["top5"] = float(np.mean((top == y[:, None]).any(axis=1)))
+    return out
+
+
+# ------------------------------------------------------------------ CLIP_benchmark's protocol
+WD_GRID = np.logspace(-6, 2, num=97)  # CLIP_benchmark (after CLIP, appendix A.3): 97 weight decays, 1e-6 … 1e2
+
+
+def _train_linear(x, y, n_classes: int, weight_decay: float, lr: float, epochs: int, batch_size: int, seed: int,
+                  device: str):
+    """A linear layer trained with AdamW and a cosine schedule (no warm-up), as CLIP_benchmark's ``train``.
+
+    The order of random draws (seed, layer init, one loader shuffle per epoch) is CLIP_benchmark's, so
+    the same features give the same classifier.
+    """
+    import math
+
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(x.shape[1], n_classes).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
+    steps = epochs * len(loader)
+    for epoch in range(epochs):
+        for i, (xb, yb) in enumerate(loader):
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * (1 + math.cos(math.pi * (i + epoch * len(loader)) / steps)) * lr
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xb.to(device)), yb.to(device)).backward()
+            opt.step()
+    return model
+
+
+def _logits(model, x, device: str):
+    import torch
+
+    with torch.no_grad():
+        return model(x.to(device)).float().cpu()
+
+
+def clip_benchmark_linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, *, lr: float = 0.1, epochs: int = 10,
+                                batch_size: int = 64, seed: int = 0, device: str = "cpu", progress: bool = False) -> dict:
+    """CLIP_benchmark's linear probe (``clip_benchmark.metrics.linear_probe.evaluate``, full-data case) on cached features.
+
+    Its own function needs CUDA; this runs the same protocol anywhere: a permutation of the train
+    features (seeded with ``seed``), weight decay searched on the validation split (7 coarse values
+    of :data:`WD_GRID`, then a bisection around the best), the final layer trained on train + val.
+
+    Args:
+        *_x: (N, d) float features (unit rows, as CLIP_benchmark's featurizer normalises); *_y: (N,) int labels.
+        lr, epochs, batch_size: CLIP_benchmark's ``--fewshot_lr`` 0.1, ``--fewshot_epochs`` 10, ``--batch_size`` 64.
+    Returns:
+        ``acc1``, ``acc5`` (NaN under 6 classes, as CLIP_benchmark), ``mean_per_class_recall``, ``weight_decay``.
+    """
+    import torch
+    from tqdm import tqdm
+
+    as_t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt)  # noqa: E731
+    tx, ty, vx, vy = as_t(train_x, torch.float32), as_t(train_y, torch.int64), as_t(val_x, torch.float32), as_t(val_y, torch.int64)
+    sx, sy = as_t(test_x, torch.float32), as_t(test_y, torch.int64)
+    torch.manual_seed(seed)
+    perm = torch.randperm(len(tx))
+    tx, ty = tx[perm], ty[perm]
+    n_classes = int(max(ty.max(), vy.max(), sy.max())) + 1
+    tried: dict[int, float] = {}
+    bar = tqdm(total=None, desc="linear probe: weight decay", disable=not progress)
+
+    def val_acc(idx: int) -> float:
+        if idx not in tried:
+            model = _train_linear(tx, ty, n_classes, float(WD_GRID[idx]), lr, epochs, batch_size, seed, device)
+            tried[idx] = float((_logits(model, vx, device).argmax(1) == vy).float().mean())
+            bar.update()
+        return tried[idx]
+
+    def peak(idxs) -> int:
+        best, best_acc = 0, 0.0
+        for i in idxs:  # strictly better only, in the given order: CLIP_benchmark's find_peak
+            if val_acc(i) > best_acc:
+                best, best_acc = i, val_acc(i)
+        return best
+
+    coarse = [int(i) for i in np.flatnonzero(np.isin(WD_GRID, np.logspace(-6, 2, num=7)))]
+    idx, span = peak(coarse), 8
+    while span > 0:
+        idx = peak([max(idx - span, 0), idx, min(idx + span, len(WD_GRID) - 1)])
+        span //= 2
+    bar.close()
+    model = _train_linear(torch.cat([tx, vx]), torch.cat([ty, vy]), n_classes, float(WD_GRID[idx]), lr, epochs,
+                          batch_size, seed, device)
+    logits = _logits(model, sx, device)
+    pred = logits.argmax(1)
+    out = {"acc1": float((pred == sy).float().mean()), "acc5": float("nan"), "weight_decay": float(WD_GRID[idx]),
+           "mean_per_class_recall": float(np.mean([(pred[sy == c] == c).float().mean() for c in sy.unique()]))}
+    if sy.max() >= 5:
+        top5 = logits.topk(5, dim=1).indices
+        out["acc5"] = float((top5 == sy[:, None]).any(1).float().mean())
     return out

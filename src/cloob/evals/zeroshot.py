@@ -6,13 +6,17 @@ argmax_c x·w_c for image features x (unit rows).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from cloob.evals.confusions import confusion_matrix
-from cloob.evals.features import Features, encode_labelled, encode_texts
+from cloob.evals.features import Features, _model_device, encode_labelled, encode_texts
 
 
 @torch.no_grad()
@@ -25,12 +29,84 @@ def class_text_embeddings(model, tokenizer: Callable, classnames: Sequence[str],
     return emb.reshape(len(classnames), len(templates), -1)
 
 
+def classifier_cache_key(classnames: Sequence[str], templates: Sequence[str], identity: str) -> str:
+    """sha256 (hex) of the class names, templates and the caller's name for the model's weights."""
+    blob = json.dumps({"classnames": list(classnames), "templates": list(templates), "identity": identity})
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _read_cache(path: Path, key: str, n_classes: int) -> torch.Tensor | None:
+    """The cached (C, d) weights, or None when absent, unreadable or written for other inputs."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        stored = load_file(str(path))
+    except (OSError, SafetensorError):
+        return None  # a torn or foreign file: recompute and overwrite it
+    k, W = stored.get("key"), stored.get("weights")
+    if k is None or W is None or bytes(k.tolist()) != bytes.fromhex(key) or W.ndim != 2 or len(W) != n_classes:
+        return None
+    return W
+
+
+def _write_cache(path: Path, W: torch.Tensor, key: str, about: dict) -> None:
+    """Write ``path`` (weights + key) and its ``.json`` sidecar, each by rename, so a reader never sees half."""
+    from cloob.weights import save_safetensors
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # the key travels inside the tensor file (save_safetensors takes no metadata), so one rename publishes both
+    save_safetensors({"weights": W.detach().float().cpu().contiguous(),
+                      "key": torch.tensor(list(bytes.fromhex(key)), dtype=torch.uint8)}, tmp)
+    os.replace(tmp, path)
+    side = path.with_name(f".{path.name}.{os.getpid()}.json.tmp")
+    side.write_text(json.dumps({"key": key, **about}, indent=1) + "\n", encoding="utf-8")
+    os.replace(side, path.with_name(path.name + ".json"))  # for people: what the file holds; not read back
+
+
 @torch.no_grad()
 def zeroshot_classifier(model, tokenizer: Callable, classnames: Sequence[str], templates: Sequence[str],
-                        batch_size: int = 256) -> torch.Tensor:
-    """(C, d) unit rows: the template-ensembled class weights w_c (method.md §2)."""
-    T = class_text_embeddings(model, tokenizer, classnames, templates, batch_size)
-    return torch.nn.functional.normalize(T.mean(dim=1), dim=-1)
+                        batch_size: int = 256, *, cache_file: str | Path | None = None, identity: str = "",
+                        progress: bool = False) -> torch.Tensor:
+    """(C, d) float32 unit rows on the model's device: the template-ensembled class weights w_c (method.md §2).
+
+    The C·K prompts are encoded a few whole classes at a time (``batch_size // K`` classes, at least
+    one), and each class is reduced to its row at once, so memory holds one batch and the (C, d)
+    result, never all C·K prompt embeddings (1,000 × 80 for ImageNet), as open_clip's
+    ``build_zero_shot_classifier`` does. ``progress``: a tqdm bar over the batches.
+
+    ``cache_file``: read the weights from it when it was written for the same class names, templates
+    and ``identity`` (the caller's name for the model's weights, required with a cache), else compute
+    them and write it (safetensors, with a ``.json`` sidecar saying what it holds).
+    """
+    from tqdm import tqdm
+
+    if len(classnames) == 0 or len(templates) == 0:
+        raise ValueError("zeroshot_classifier needs at least one class name and one template")
+    if cache_file is not None and not identity:
+        raise ValueError("a classifier cache needs the model's identity (else other weights would reuse it)")
+    device = _model_device(model)
+    path = Path(cache_file) if cache_file is not None else None
+    key = classifier_cache_key(classnames, templates, identity) if path is not None else ""
+    if path is not None and (W := _read_cache(path, key, len(classnames))) is not None:
+        return W.to(device)
+    K = len(templates)
+    per = max(1, batch_size // K)
+    rows = []
+    for i in tqdm(range(0, len(classnames), per), total=-(-len(classnames) // per), desc="zero-shot classifier",
+                  unit="batch", disable=not progress):
+        chunk = classnames[i : i + per]
+        emb = encode_texts(model, tokenizer, [t.format(c) for c in chunk for t in templates], batch_size=batch_size)
+        emb = torch.nn.functional.normalize(emb, dim=-1).reshape(len(chunk), K, -1).mean(dim=1)
+        rows.append(torch.nn.functional.normalize(emb, dim=-1))
+    W = torch.cat(rows)
+    if path is not None:
+        _write_cache(path, W, key, {"identity": identity, "classes": len(classnames), "templates": K,
+                                    "dim": int(W.shape[1])})
+    return W
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:

@@ -52,7 +52,7 @@ class Encoder:
 
 
 def _file_sha256(path: Path) -> str:
-    from cloob.train.checkpoint import file_digest
+    from cloob.checkpoint import file_digest
 
     return file_digest(path)["sha256"]
 
@@ -62,41 +62,36 @@ def load_encoder(checkpoint: str | Path, model_name: str | None = None, *, devic
     """Load the model to embed with.
 
     Args:
-        checkpoint: a cloob run or checkpoint directory (its newest intact checkpoint, verified
-            against its manifest), or a weights file in open_clip's state-dict format
-            (.safetensors/.pt/.bin) for which ``model_name`` names the architecture.
+        checkpoint: any model source of :mod:`cloob.model_source`: a cloob run or checkpoint directory
+            (its newest intact checkpoint, verified against its manifest), or a weights file (a state
+            dict or open_clip checkpoint, for which ``model_name`` names the architecture; an OpenAI
+            CLIP file or a CLOOB reference checkpoint).
         model_name: the open_clip architecture of a weights file; for a cloob checkpoint it
             must be None or equal the checkpoint's own.
         device: "cpu", "cuda" (default: cuda when available).
         resize: interpolation of the eval transform ("bicubic" or "bilinear").
     """
+    from cloob.checkpoint import CheckpointError
     from cloob.data import image_transform
-    from cloob.models import create_model, get_tokenizer
-    from cloob.train.checkpoint import load_model
+    from cloob.model_source import load_model
+    from cloob.models import get_tokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     path = Path(checkpoint)
-    if path.is_dir():
-        model, meta = load_model(path, device=device, warn=warn)
-        if model_name is not None and model_name != meta["model"]:
-            raise EncoderError(f"--model {model_name} differs from the checkpoint's model {meta['model']} "
-                               f"({meta['checkpoint']}); leave --model out for a cloob checkpoint")
+    try:
+        model, meta = load_model(path, model_name, device=device, warn=warn)
+    except CheckpointError as e:
+        raise EncoderError(str(e)) from None
+    if meta["format"] == "cloob":
         ckpt = Path(meta["checkpoint"])
         recorded = (meta.get("files") or {}).get("model.safetensors") or {}
         # the manifest's digest was just verified by load_model; older checkpoints are hashed here
         sha = recorded.get("sha256") or _file_sha256(ckpt / "model.safetensors")
         info = {"checkpoint": str(ckpt.resolve()), "format": "cloob", "model": meta["model"], "sha256": sha,
                 "step": meta.get("step"), "method": meta.get("method")}
-    elif path.is_file():
-        if not model_name:
-            raise EncoderError(f"{path} is a weights file: name its architecture with --model NAME "
-                               "(`cloob info` lists them)")
-        model, _, _ = create_model(model_name, pretrained=str(path), device=device)
-        model.eval()
-        info = {"checkpoint": str(path.resolve()), "format": "open_clip", "model": model_name,
-                "sha256": _file_sha256(path), "step": None, "method": None}
     else:
-        raise EncoderError(f"no checkpoint at {path} (expected a cloob run or checkpoint directory, or a weights file)")
+        info = {"checkpoint": str(path.resolve()), "format": meta["format"], "model": meta["model"],
+                "sha256": meta["sha256"], "step": None, "method": None}
     return Encoder(model, get_tokenizer(model.model_name), image_transform(model, train=False, resize=resize), info)
 
 
@@ -124,5 +119,5 @@ def describe(info: dict) -> str:
         what = ", ".join(x for x in (info.get("method"), f"step {info['step']}" if info.get("step") is not None
                                      else None) if x) or "cloob checkpoint"
     else:
-        what = "open_clip weights"
+        what = f"{info.get('format', 'open_clip').replace('_', ' ')} weights"
     return f"{info['model']} ({what}) from {info['checkpoint']}"

@@ -1,4 +1,4 @@
-"""HTML of search results, in the report's style (:data:`cloob.report.CSS`): a grid of thumbnails with
+"""HTML of search results, in the report's style (:data:`cloob.html.CSS`): a grid of thumbnails with
 scores and captions. ``search --html`` embeds each thumbnail as a data URI (one self-contained
 file); ``serve`` links them to ``/thumb/<row>``."""
 from __future__ import annotations
@@ -51,7 +51,7 @@ def data_uri(store: Store, row: int) -> str:
 
 
 def _card(hit: Hit, src: str | None, why: str) -> str:
-    from cloob.report import esc
+    from cloob.html import esc
 
     text = hit.caption or (f"class: {hit.label}" if hit.label else "")
     img = (f'<img alt="{esc(text or hit.where())}" src="{esc(src)}">' if src
@@ -67,7 +67,7 @@ def results_html(store: Store, hits: Sequence[Hit], *, query: str, thumb: Callab
     ``thumb(hit)`` gives the image's URL (a data URI or a server path); a :class:`BadSampleError`
     from it shows the card without an image, with the reason.
     """
-    from cloob.report import CSS, esc
+    from cloob.html import CSS, esc
     from cloob.search.encoder import describe
 
     m = store.manifest

@@ -83,7 +83,7 @@ class SearchApp:
 
 
 def form_html(text: str = "", k: int = 24) -> str:
-    from cloob.report import esc
+    from cloob.html import esc
 
     return ('<form class="query" method="post" action="/" enctype="multipart/form-data">'
             f'<input type="text" name="q" value="{esc(text)}" placeholder="describe what to find" autofocus>'

@@ -11,7 +11,7 @@ from cloob.train.config import ConfigError, add_arguments, build_config
 def cmd_train(args: argparse.Namespace) -> int:
     from cloob.data import DataError
     from cloob.models import UnknownModelError
-    from cloob.train.checkpoint import CheckpointError
+    from cloob.checkpoint import CheckpointError
     from cloob.train.loop import TrainingDiverged, train
 
     try:

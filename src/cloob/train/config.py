@@ -101,7 +101,10 @@ class TrainConfig:
     resume: typing.Optional[str] = None  # auto | checkpoint dir
     max_skips: int = 5  # consecutive non-finite steps before stopping
     collapse_warn_steps: int = 10  # warn once when the loss sits at its collapsed value this many steps; 0 = off
-    zeroshot: typing.List[str] = field(default_factory=list)  # labelled eval specs for zero-shot during training
+    zeroshot: typing.List[str] = field(default_factory=list)  # labelled eval specs (or NAME:ROOT of cloob.data.published)
+    imagenet_val: typing.Optional[str] = None  # ImageNet val class folders: imagenet-zeroshot-val-top1/-top5, as open_clip
+    imagenet_v2: typing.Optional[str] = None  # ImageNetV2 folders: imagenetv2-zeroshot-val-top1/-top5
+    zeroshot_every: int = 0  # epochs between zero-shot evaluations (and at the end); 0 = with every evaluation
     progress: bool = True
 
     # ---- derived defaults -------------------------------------------------
@@ -163,6 +166,7 @@ class TrainConfig:
             (0 <= cfg.clip_warm_start < 1, f"clip_warm_start must be a fraction of the run in [0, 1), "
                                             f"got {cfg.clip_warm_start}"),
             (cfg.collapse_warn_steps >= 0, "collapse_warn_steps must be >= 0"),
+            (cfg.zeroshot_every >= 0, f"zeroshot_every must be >= 0 (epochs), got {cfg.zeroshot_every}"),
             (min(cfg.max_image_bytes, cfg.max_image_pixels) >= 1, "max_image_bytes and max_image_pixels must be >= 1"),
             (cfg.lock_image_unlocked_groups >= 0, "lock_image_unlocked_groups must be >= 0"),
             (cfg.lock_text_unlocked_layers >= 0, "lock_text_unlocked_layers must be >= 0"),

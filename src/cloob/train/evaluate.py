@@ -30,20 +30,22 @@ def validation_loss(run) -> float:
     return total / max(count, 1)
 
 
-def evaluate(run) -> dict:
-    """``val_loss`` (with held-out pairs) and ``zeroshot/<set>/top1`` for each zero-shot set of the config."""
+def evaluate(run, zeroshot: bool = True) -> dict:
+    """``val_loss`` (with held-out pairs) and, with ``zeroshot``, the top-1 (and top-5) of each zero-shot set."""
     out = {}
     if run.val_dataset is not None:
         out["val_loss"] = validation_loss(run)
-    if run.zeroshot_sets:
+    if run.zeroshot_sets and zeroshot:
         from cloob.evals.zeroshot import evaluate_zeroshot
 
         was_training = run.model.training
         run.model.eval()
         tokenizer = get_tokenizer(run.cfg.model)
-        for name, ds, classes, templates in run.zeroshot_sets:
+        for top1, top5, ds, classes, templates in run.zeroshot_sets:
             res = evaluate_zeroshot(run.model, tokenizer, ds, classes, templates, batch_size=run.cfg.batch_size,
                                     num_workers=run.cfg.workers, progress=False)
-            out[f"zeroshot/{name}/top1"] = float(res["top1"])
+            out[top1] = float(res["top1"])
+            if top5 and "top5" in res:
+                out[top5] = float(res["top5"])
         run.model.train(was_training)
     return out

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from cloob.data import DataError, make_loader
 from cloob.distributed import get_rank, get_world_size, is_distributed
-from cloob.train import checkpoint as ckpt
+from cloob import checkpoint as ckpt
 from cloob.train.config import TrainConfig
 from cloob.train.evaluate import evaluate
 from cloob.train.logs import CollapseWatch, close_logs, log_record, open_logs, train_record, write_run_info
@@ -50,9 +50,9 @@ def _count_skip(run, pos: Position, out: dict, log) -> None:
         )
 
 
-def _evaluate_and_keep_best(run, pos: Position, epoch: float, pbar) -> tuple[dict, bool]:
+def _evaluate_and_keep_best(run, pos: Position, epoch: float, pbar, zeroshot: bool = True) -> tuple[dict, bool]:
     """Evaluate, log, and save a checkpoint when the validation loss improved. Returns (metrics, saved)."""
-    metrics = evaluate(run)
+    metrics = evaluate(run, zeroshot=zeroshot)
     if not metrics:
         return metrics, False
     if get_rank() == 0:
@@ -142,9 +142,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
                         pos.epoch += 1
                         pos.batch_in_epoch = 0
                     saved = False
-                    if pos.step % eval_every == 0 or done:
+                    # zero-shot every zeroshot_every epochs and at the end (open_clip's --zeroshot-frequency)
+                    zs_due = done or (epoch_done and cfg.zeroshot_every > 0 and pos.epoch % cfg.zeroshot_every == 0)
+                    if pos.step % eval_every == 0 or done or zs_due:
                         epoch = pos.epoch + (0 if epoch_done else steps_this_epoch / run.steps_per_epoch)
-                        metrics, saved = _evaluate_and_keep_best(run, pos, epoch, pbar)
+                        metrics, saved = _evaluate_and_keep_best(run, pos, epoch, pbar,
+                                                                 zeroshot=zs_due or cfg.zeroshot_every == 0)
                         last_metrics = metrics or last_metrics
                     interrupted = stop.agreed(run.device)
                     # periodic saves only after good steps: a checkpoint never lands inside a non-finite streak

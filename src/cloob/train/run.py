@@ -121,7 +121,7 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     pretrained = cfg.pretrained
     if pretrained and Path(pretrained).is_dir():  # a cloob run or checkpoint (e.g. CLIP's, to start CLOOB from)
-        from cloob.train.checkpoint import resolve_checkpoint
+        from cloob.checkpoint import resolve_checkpoint
 
         pretrained = str(resolve_checkpoint(pretrained) / "model.safetensors")
     model, _, _ = create_model(
@@ -175,7 +175,7 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
     )
-    zeroshot_sets = _zeroshot_sets(cfg, eval_tf) if cfg.zeroshot else []
+    zeroshot_sets = _zeroshot_sets(cfg, eval_tf) if (cfg.zeroshot or cfg.imagenet_val or cfg.imagenet_v2) else []
     schedules = Schedules.from_config(cfg, total_steps)
     run = Run(cfg, run_dir, device, model, ddp, optimizer, dataset, val_dataset, steps_per_epoch, total_steps,
               schedules, BadSampleReport(cfg.train_data), zeroshot_sets)
@@ -232,12 +232,32 @@ def eval_set_name(spec: str) -> str:
 
 
 def _zeroshot_sets(cfg: TrainConfig, eval_tf) -> list:
-    """(name, dataset, classnames, templates) for the zero-shot hook."""
-    from cloob.data import open_labelled
+    """(metric key of top-1, of top-5 or None, dataset, classnames, templates) for the zero-shot hook.
+
+    ``zeroshot`` specs are cloob's labelled specs (``zeroshot/<name>/top1``) or ``NAME:ROOT`` for a dataset
+    of :mod:`cloob.data.published` (names and prompts of :mod:`cloob.evals.prompts`); ``imagenet_val`` and
+    ``imagenet_v2`` are logged under open_clip's names (``imagenet-zeroshot-val-top1``).
+    """
+    from cloob.data import PREFIXES, open_labelled
+    from cloob.data.published import DATASETS, open_imagenet_folder, open_published
+    from cloob.evals import prompts
     from cloob.evals.templates import default_templates, load_templates
 
+    read = dict(image_transform=eval_tf, strict=cfg.strict, policy=read_policy(cfg))
     sets = []
     for spec in cfg.zeroshot:
-        ds = open_labelled(spec, image_transform=eval_tf, strict=cfg.strict, policy=read_policy(cfg))
-        sets.append((eval_set_name(spec), ds, list(ds.classes), load_templates(default_templates(spec))))
+        name, sep, root = spec.partition(":")
+        if sep and name in DATASETS and name not in PREFIXES:
+            ds = open_published(name, root, "test", **read)
+            sets.append((f"zeroshot/{name}/top1", f"zeroshot/{name}/top5", ds, prompts.classnames(name, ds.classes),
+                         prompts.templates(name)))
+        else:
+            ds = open_labelled(spec, **read)
+            sets.append((f"zeroshot/{eval_set_name(spec)}/top1", None, ds, list(ds.classes),
+                         load_templates(default_templates(spec))))
+    for key, folder, v2 in (("imagenet", cfg.imagenet_val, False), ("imagenetv2", cfg.imagenet_v2, True)):
+        if folder:
+            ds = open_imagenet_folder(folder, v2=v2, **read)
+            sets.append((f"{key}-zeroshot-val-top1", f"{key}-zeroshot-val-top5", ds, prompts.classnames("imagenet"),
+                         prompts.templates("imagenet")))
     return sets

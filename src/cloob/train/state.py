@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cloob.distributed import get_rank
-from cloob.train import checkpoint as ckpt
+from cloob import checkpoint as ckpt
 
 
 @dataclass
