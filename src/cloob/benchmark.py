@@ -132,9 +132,8 @@ def _names_and_templates(dataset: str, ds) -> tuple[list[str], list[str], str]:
     shipped_templates = getattr(ds, "templates", None)
     if getattr(ds, "layout", "") == "clip_benchmark_wds" and shipped_templates:
         return list(ds.classes), list(shipped_templates), "the dataset's classnames.txt and templates file"
-    key = dataset.split("/")[-1]
-    names, templates = prompts.classnames(key, getattr(ds, "classes", None)), prompts.templates(key)
-    where = prompts.source(key)
+    names, templates = prompts.classnames(dataset, getattr(ds, "classes", None)), prompts.templates(dataset)
+    where = prompts.source(dataset, getattr(ds, "classes", None))
     if getattr(ds, "layout", "") == "reference_zip":
         folders = list(ds.classes)
         by_name = {n.lower(): n for n in names}
