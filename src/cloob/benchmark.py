@@ -105,8 +105,8 @@ def _write(path: Path, result: dict) -> None:
 class _Model:
     """A model source loaded on first use (finished results never load it)."""
 
-    def __init__(self, source: str, model_name: str | None, device: str, log):
-        self.source, self.model_name, self.device, self.log = source, model_name, device, log
+    def __init__(self, source: str, identity: dict, model_name: str | None, device: str, log):
+        self.source, self.identity, self.model_name, self.device, self.log = source, identity, model_name, device, log
         self._loaded = None
 
     def get(self):
@@ -161,7 +161,7 @@ def zeroshot_task(m: _Model, dataset: str, root: Path, batch_size: int, workers:
         raise BenchmarkError(f"{dataset}: label {int(feats.labels.max())} but only {len(names)} class names")
     W = zeroshot_classifier(model, tokenizer, names, templates, batch_size=batch_size, progress=True,
                             cache_file=cache / f"classifier-{dataset.replace('/', '_')}.safetensors",
-                            identity=json.dumps(source_identity(m.source))).cpu().numpy()
+                            identity=json.dumps(m.identity)).cpu().numpy()
     x = feats.features / np.maximum(np.linalg.norm(feats.features, axis=1, keepdims=True), 1e-12)
     r = classification_metrics(x @ W.T, feats.labels, names)
     metrics = {"acc1": r["top1"], "acc5": r.get("top5"), "mean_per_class_recall": r["mean_per_class"]}
@@ -239,7 +239,7 @@ def run_benchmark(sources: list[str], suite: str, root: str | Path, out: str | P
     rows = []
     for source, label in zip(sources, labels):
         identity = source_identity(source)
-        m = _Model(source, model_name, device, log)
+        m = _Model(source, identity, model_name, device, log)
         for dataset in datasets:
             tasks = ["zeroshot_retrieval"] if dataset in RETRIEVAL else (
                 ["zeroshot_classification"] + (["linear_probe"] if linear_probe else []))

@@ -70,18 +70,6 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_feat
     pred = clf.predict(test_features)
     out.update({"top1": float(np.mean(pred == test_labels)), "C": float(best_C), "val_top1": best_acc,
                 "n_train": int(len(train_labels)), "n_test": int(len(test_labels))})
-    out.update(_rank_metrics(clf, test_features, test_labels, pred))
-    return out
-
-
-def _rank_metrics(clf, x: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict:
-    """``top5`` (when ≥ 5 classes were seen in training) and ``mean_per_class`` (recall averaged over test classes)."""
-    out = {"mean_per_class": float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))}
-    classes = clf.classes_ if hasattr(clf, "classes_") else clf[-1].classes_
-    if len(classes) >= 5:
-        scores = clf.decision_function(x)
-        top = classes[np.argsort(-scores, axis=1)[:, :5]]
-        out["top5"] = float(np.mean((top == y[:, None]).any(axis=1)))
     return out
 
 
