@@ -302,8 +302,9 @@ def test_check_command_reports_damaged_csv(tmp_path, good, capsys):
     assert "2 valid samples, 4 skipped" in out
     for reason in ("missing_file: 1", "zero_size_image: 1", "empty_caption: 1", "missing_column: 1"):
         assert reason in out
-    args = parser.parse_args(["data", "check", str(f), "--strict"])
-    assert args.func(args) == 2
+    from cloob.cli import main
+
+    assert main(["data", "check", str(f), "--strict"]) == 2  # DataError: cli.main's one error line
     assert "nope.png" in capsys.readouterr().err
 
 

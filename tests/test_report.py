@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import yaml
 
-from cloob.analysis.commands import add_commands
 from cloob.analysis.runs import read_metrics
 from cloob.report import build_report, compare_sentence, reading, write_report
 
@@ -21,11 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*argv):
-    """The analyze/report sub-commands through their own parser (independent of other areas' commands)."""
-    parser = argparse.ArgumentParser(prog="cloob")
-    add_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args([str(a) for a in argv])
-    return args.func(args)
+    """The analyze/report sub-commands as a user runs them (cli.main's one error path included)."""
+    from cloob.cli import main
+
+    return main([str(a) for a in argv])
 
 
 def valid_png(data: bytes) -> bool:

@@ -18,6 +18,8 @@ Resumable: a (model, dataset, task) whose JSON exists for the same source identi
 """
 from __future__ import annotations
 
+from cloob.errors import CloobError
+
 import csv
 import io
 import json
@@ -43,7 +45,7 @@ TASKS = {"zeroshot": "zeroshot_classification", "retrieval": "zeroshot_retrieval
 HEADLINE = {"zeroshot_classification": "acc1", "linear_probe": "acc1", "zeroshot_retrieval": "image_retrieval_recall@1"}
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(CloobError, ValueError):
     """Bad benchmark input (one line)."""
 
 
@@ -226,7 +228,7 @@ def run_benchmark(sources: list[str], suite: str, root: str | Path, out: str | P
                   linear_probe: bool = False, batch_size: int = 256, workers: int = 0, device: str | None = None,
                   group_by: str = "method", alpha: float = 0.05, log=None) -> dict:
     """Run every (source, dataset, task) not yet done; write the JSONs and the tables. Returns the summary."""
-    from cloob.evals.features import default_device
+    from cloob.device import default_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     root, out = Path(root), Path(out)
@@ -235,7 +237,7 @@ def run_benchmark(sources: list[str], suite: str, root: str | Path, out: str | P
     datasets = suite_datasets(suite)
     labels = source_labels(sources)
     out.mkdir(parents=True, exist_ok=True)
-    device = device or default_device()
+    device = default_device(device)
     rows = []
     for source, label in zip(sources, labels):
         identity = source_identity(source)
@@ -358,17 +360,9 @@ def to_csv(table: dict) -> str:
 
 
 def cmd_benchmark(args) -> int:
-    from cloob.checkpoint import CheckpointError
-    from cloob.data.bad import DataError
-
-    try:
-        result = run_benchmark(args.model_source, args.suite, args.root, args.out, model_name=args.model,
-                               linear_probe=args.linear_probe, batch_size=args.batch_size, workers=args.workers,
-                               device=args.device, group_by=args.group_by, alpha=args.alpha)
-    except (BenchmarkError, CheckpointError, DataError, ValueError, FileNotFoundError, KeyError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    result = run_benchmark(args.model_source, args.suite, args.root, args.out, model_name=args.model,
+                           linear_probe=args.linear_probe, batch_size=args.batch_size, workers=args.workers,
+                           device=args.device, group_by=args.group_by, alpha=args.alpha)
     print(to_markdown(result["table"]))
     print(f"wrote {len(result['results'])} result JSONs, table.md and table.csv to {args.out}")
     return 0

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import cloob
+from cloob.errors import REPORTED, first_line
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -28,15 +30,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from cloob.checkpoint import CheckpointError
     from cloob.model_source import convert
 
-    try:
-        path = convert(args.source, args.out, args.model)
-    except (CheckpointError, ValueError, FileNotFoundError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    path = convert(args.source, args.out, args.model)
     print(f"wrote {path} (evaluate with --checkpoint {args.out})")
     return 0
 
@@ -96,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except REPORTED as e:  # the one error path: every command's bad input ends here as one line
+        if os.environ.get("CLOOB_TRACEBACK"):
+            raise
+        print(f"error: {first_line(e)}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ are averaged; a ``min:`` prefix selects the lowest. ``--select`` alone trains no
 """
 from __future__ import annotations
 
+from cloob.errors import CloobError
+
 import argparse
 import fnmatch
 import io
@@ -97,7 +99,7 @@ COMPARE_KEYS = ("baseline", "metric", "alpha", "group_by")
 NOT_HYPER = ("method", "seed", "dataset")  # axes that are not tuned hyper-parameters
 
 
-class GridError(ValueError):
+class GridError(CloobError, ValueError):
     """An invalid grid file."""
 
 
@@ -584,20 +586,13 @@ def select(g: dict, cells: list[Cell], metric: str) -> Path:
 
 # ------------------------------------------------------------------ CLI
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from cloob.data import DataError
-
-    try:
-        if args.select:
-            g = load_grid(args.grid)
-            cells = [c for c in expand(g) if not args.only or fnmatch.fnmatch(c.name, args.only)]
-            select(g, cells, args.select)
-            return 0
-        return run_experiment(args.grid, parallel=args.parallel, dry_run=args.dry_run, only=args.only,
-                              argv=["cloob", *sys.argv[1:]] if args.argv is None else args.argv)
-    except (GridError, DataError, ValueError, FileNotFoundError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    if args.select:
+        g = load_grid(args.grid)
+        cells = [c for c in expand(g) if not args.only or fnmatch.fnmatch(c.name, args.only)]
+        select(g, cells, args.select)
+        return 0
+    return run_experiment(args.grid, parallel=args.parallel, dry_run=args.dry_run, only=args.only,
+                          argv=["cloob", *sys.argv[1:]] if args.argv is None else args.argv)
 
 
 def add_commands(sub) -> None:

@@ -11,6 +11,8 @@ CLOOB differ in: ``inv_tau`` (exp-parametrised through open_clip's own
 """
 from __future__ import annotations
 
+from cloob.errors import CloobError
+
 import contextlib
 import difflib
 import logging
@@ -66,7 +68,7 @@ def list_models() -> list[str]:
     return list(open_clip.list_models())
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(CloobError, ValueError):
     """A model name that no registered architecture has."""
 
 

@@ -9,6 +9,8 @@ restricted unpickler rebuilds only tensors and plain containers
 """
 from __future__ import annotations
 
+from cloob.errors import CloobError, first_line
+
 import os
 import pickle
 import re
@@ -19,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CloobError, RuntimeError):
     """A checkpoint that cannot be (safely) loaded."""
 
 
@@ -28,11 +30,10 @@ def safe_torch_load(path: str | Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError) as e:  # a truncated or damaged archive
-        raise CheckpointError(f"cannot read {path}: {_first_line(e)}") from None
+        raise CheckpointError(f"cannot read {path}: {first_line(e, 200)}") from None
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"refusing to load {path}: it is a pickle that needs arbitrary code to load ({first}). "
+            f"refusing to load {path}: it is a pickle that needs arbitrary code to load ({first_line(e, 200)}). "
             "cloob loads only safetensors or weights-only torch files; re-save the weights as a plain "
             "state dict or as safetensors."
         ) from None
@@ -51,7 +52,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(path)
         except Exception as e:  # noqa: BLE001 - safetensors' own error type for a damaged file
-            raise CheckpointError(f"cannot read {path}: {_first_line(e)}") from None
+            raise CheckpointError(f"cannot read {path}: {first_line(e, 200)}") from None
     state = safe_torch_load(path)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
@@ -177,7 +178,7 @@ def load_torchscript_state(path: str | Path) -> dict[str, torch.Tensor]:
             root = _TorchScriptUnpickler(z.read(pkl[0]), z, prefix).load()
             declared = _declared_tensors(z, prefix)
     except (zipfile.BadZipFile, pickle.UnpicklingError, KeyError, ValueError, EOFError) as e:
-        raise CheckpointError(f"cannot read the TorchScript archive {path}: {_first_line(e)}") from None
+        raise CheckpointError(f"cannot read the TorchScript archive {path}: {first_line(e, 200)}") from None
     if not isinstance(root, _ScriptObject):
         raise CheckpointError(f"{path} is a TorchScript archive without a module at its root")
     state: dict[str, torch.Tensor] = {}
@@ -192,11 +193,6 @@ def load_torchscript_state(path: str | Path) -> dict[str, torch.Tensor]:
 
     walk(root, "")
     return state
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> None:

@@ -2,32 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import sys
-
-
-def _fail(e: Exception) -> int:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from cloob.analysis.analyze import analyze
-    from cloob.analysis.runs import RunError
-    from cloob.data.bad import DataError
-    from cloob.checkpoint import CheckpointError
+    from cloob.device import default_device
 
     if not 0 < args.fraction <= 1:
-        return _fail(ValueError(f"--fraction must be in (0, 1], got {args.fraction}"))
+        raise ValueError(f"--fraction must be in (0, 1], got {args.fraction}")
     if args.max_samples < 2:
-        return _fail(ValueError(f"--max-samples must be >= 2, got {args.max_samples}"))
-    device = args.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
-    try:
-        result = analyze(args.checkpoint, args.dataset, args.out, max_samples=args.max_samples,
-                         batch_size=args.batch_size, device=device, fraction=args.fraction, k=args.k,
-                         workers=args.workers, model_name=args.model)
-    except (CheckpointError, DataError, RunError, FileNotFoundError, ValueError) as e:
-        return _fail(e)
+        raise ValueError(f"--max-samples must be >= 2, got {args.max_samples}")
+    result = analyze(args.checkpoint, args.dataset, args.out, max_samples=args.max_samples,
+                     batch_size=args.batch_size, device=default_device(args.device), fraction=args.fraction,
+                     k=args.k, workers=args.workers, model_name=args.model)
     for e in result["checkpoints"]:
         print(f"{e['label']}: n={e['n']} effective eigenvalues image {e['image']['effective_eigenvalues']} "
               f"text {e['text']['effective_eigenvalues']} | Ajne A image {e['image']['ajne']:.2f} "
@@ -44,13 +31,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cloob.analysis.runs import RunError
     from cloob.report import write_report
 
-    try:
-        path = write_report(args.runs, args.out, title=args.title)
-    except (RunError, FileNotFoundError, ValueError) as e:
-        return _fail(e)
+    path = write_report(args.runs, args.out, title=args.title)
     print(f"wrote {path}")
     return 0
 

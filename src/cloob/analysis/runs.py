@@ -5,6 +5,8 @@ A run directory ``RUN/`` holds ``config.yaml``, ``versions.json``, ``metrics.jso
 """
 from __future__ import annotations
 
+from cloob.errors import CloobError, first_line
+
 import json
 import logging
 import math
@@ -24,7 +26,7 @@ NOT_METRICS = re.compile(r"^(step|epoch|seed|n|n_.*|num_.*|.*seconds|.*_time|tim
 LOWER_IS_BETTER = re.compile(r"(loss|error|err\b|perplexity)", re.I)
 
 
-class RunError(ValueError):
+class RunError(CloobError, ValueError):
     """A run directory or file that cannot be read."""
 
 
@@ -149,7 +151,7 @@ def read_run(path: str | Path) -> Run:
         try:
             run.config = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
-            raise RunError(f"{cfg}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise RunError(f"{cfg}: not valid YAML ({first_line(e)})") from None
         if not isinstance(run.config, dict):
             raise RunError(f"{cfg}: expected a mapping of config keys")
     run.metrics, run.skipped_lines = read_metrics(path / "metrics.jsonl")

@@ -35,6 +35,8 @@ Skipped with a counted reason:
 """
 from __future__ import annotations
 
+from cloob.errors import CloobError
+
 import io
 import logging
 import os
@@ -67,7 +69,7 @@ REASONS = (
 MAX_EXAMPLES = 5
 
 
-class DataError(ValueError):
+class DataError(CloobError, ValueError):
     """Bad or unusable data: names the file (and row) and what was expected."""
 
 

@@ -2,22 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 
 def cmd_scenes(args: argparse.Namespace) -> int:
-    from cloob.data import DataError
     from cloob.data.scenes import generate_scenes, read_manifest
 
     t0 = time.perf_counter()
-    try:
-        cached = read_manifest(args.out)
-        m = generate_scenes(args.out, args.n, size=args.size, seed=args.seed, p=args.p, q=args.q,
-                            n_eval=args.n_eval, workers=args.workers, progress=True)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cached = read_manifest(args.out)
+    m = generate_scenes(args.out, args.n, size=args.size, seed=args.seed, p=args.p, q=args.q,
+                        n_eval=args.n_eval, workers=args.workers, progress=True)
     if cached is not None and cached == m:
         print(f"scenes cache at {args.out} is complete (same parameters); nothing regenerated "
               f"({time.perf_counter() - t0:.2f} s)")
@@ -53,7 +47,7 @@ def read_policy(args: argparse.Namespace):
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from cloob.data import (BadSampleReport, DataError, image_transform, make_loader, open_labelled,
+    from cloob.data import (BadSampleReport, image_transform, make_loader, open_labelled,
                             open_pairs, open_retrieval, spec_kind)
 
     import logging
@@ -62,24 +56,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     kind = spec_kind(args.spec) if args.kind == "auto" else args.kind
     tf = image_transform(args.size, train=False)
     report = BadSampleReport(args.spec)
-    try:
-        policy = read_policy(args)
-        if kind == "pairs":
-            ds = open_pairs(args.spec, image_transform=tf, tokenizer=None, strict=args.strict, check=False,
-                            policy=policy)
-        elif kind == "retrieval":
-            ds = open_retrieval(args.spec, image_transform=tf, strict=args.strict, policy=policy)
-        else:
-            ds = open_labelled(args.spec, image_transform=tf, strict=args.strict, check=False, policy=policy)
-        if getattr(ds, "report", None) is not None:  # rows or members refused while indexing
-            report.merge(ds.report)
-        loader = make_loader(ds, args.batch_size, shuffle=False, seed=0, num_workers=args.workers,
-                             drop_last=False, report=report)
-        for _ in loader:
-            pass
-    except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    policy = read_policy(args)
+    if kind == "pairs":
+        ds = open_pairs(args.spec, image_transform=tf, tokenizer=None, strict=args.strict, check=False,
+                        policy=policy)
+    elif kind == "retrieval":
+        ds = open_retrieval(args.spec, image_transform=tf, strict=args.strict, policy=policy)
+    else:
+        ds = open_labelled(args.spec, image_transform=tf, strict=args.strict, check=False, policy=policy)
+    if getattr(ds, "report", None) is not None:  # rows or members refused while indexing
+        report.merge(ds.report)
+    loader = make_loader(ds, args.batch_size, shuffle=False, seed=0, num_workers=args.workers,
+                         drop_last=False, report=report)
+    for _ in loader:
+        pass
     print(f"{kind} source {args.spec}: {report.n_ok} valid samples")
     print(report.format())
     return 1 if report.n_bad else 0

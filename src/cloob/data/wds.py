@@ -21,7 +21,7 @@ import io
 import random
 import tarfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import braceexpand
 import torch

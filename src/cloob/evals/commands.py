@@ -7,8 +7,6 @@ Bad input: one line ``error: …`` on stderr, exit code 2.
 """
 from __future__ import annotations
 
-import argparse
-import functools
 import json
 import re
 import sys
@@ -49,35 +47,20 @@ def default_cache_dir(checkpoint: str | Path) -> Path:
     return ckpt.parent / f"features-{ckpt.stem}" if ckpt.is_file() else ckpt / "features"
 
 
-def _guard(fn):
-    @functools.wraps(fn)
-    def wrapped(args):
-        from cloob.data import DataError
-        from cloob.checkpoint import CheckpointError
-
-        try:
-            return fn(args)
-        except (DataError, CheckpointError, ValueError, FileNotFoundError, KeyError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"error: {msg}", file=sys.stderr)
-            return 2
-    return wrapped
-
-
 class Context:
     """A loaded checkpoint with its tokenizer, eval transform, output and cache directories."""
 
     def __init__(self, args):
         from cloob.data import image_transform
         from cloob.data.commands import read_policy
-        from cloob.evals.features import default_device
+        from cloob.device import default_device
         from cloob.models import get_tokenizer
         from cloob.model_source import load_model
 
         self.args = args
         self.t0 = time.perf_counter()
         self.policy = read_policy(args)
-        device = args.device or default_device()
+        device = default_device(args.device)
         self.model, self.meta = load_model(args.checkpoint, model_name=getattr(args, "model", None), device=device,
                                            warn=self.log)
         self.ckpt = Path(self.meta["checkpoint"])
@@ -194,7 +177,6 @@ def _train_test(ctx, args):
 
 
 # ------------------------------------------------------------------ commands
-@_guard
 def cmd_zeroshot(args) -> int:
     from cloob.evals.zeroshot import evaluate_zeroshot
 
@@ -209,7 +191,6 @@ def cmd_zeroshot(args) -> int:
     return 0
 
 
-@_guard
 def cmd_retrieval(args) -> int:
     from cloob.evals.retrieval import retrieval_metrics
 
@@ -220,7 +201,6 @@ def cmd_retrieval(args) -> int:
     return 0
 
 
-@_guard
 def cmd_linear_probe(args) -> int:
     from cloob.evals.linear_probe import linear_probe
 
@@ -232,7 +212,6 @@ def cmd_linear_probe(args) -> int:
     return 0
 
 
-@_guard
 def cmd_few_shot(args) -> int:
     from cloob.evals.fewshot import fewshot, plot_fewshot
     from cloob.evals.zeroshot import evaluate_zeroshot
@@ -254,7 +233,6 @@ def cmd_few_shot(args) -> int:
     return 0
 
 
-@_guard
 def cmd_knn(args) -> int:
     from cloob.evals.knn import knn_classify
 
@@ -266,7 +244,6 @@ def cmd_knn(args) -> int:
     return 0
 
 
-@_guard
 def cmd_confusions(args) -> int:
     from cloob.data.transforms import preprocess_cfg
     from cloob.evals.confusions import evaluate_confusions, mistakes_grid
@@ -289,7 +266,6 @@ def cmd_confusions(args) -> int:
     return 0
 
 
-@_guard
 def cmd_finetune(args) -> int:
     from torch.utils.data import Subset
 
@@ -352,7 +328,6 @@ def dataset_labels(ds) -> list[int]:
     raise ValueError(f"cannot list the labels of {getattr(ds, 'name', ds)!r}; pass --train-dataset")
 
 
-@_guard
 def cmd_compare(args) -> int:
     from cloob.evals.compare import compare_runs, to_markdown
 

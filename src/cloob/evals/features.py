@@ -63,10 +63,6 @@ class _Indexed(torch.utils.data.Dataset):
         return s[0], torch.tensor([int(s[1]), i])
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _model_device(model) -> torch.device:
     try:
         return next(model.parameters()).device

@@ -5,27 +5,10 @@ stays cheap. Bad input is one line ``error: …`` on stderr and exit code 2.
 """
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
 from cloob.data.commands import add_read_arguments, read_policy
-
-
-def _guard(fn):
-    @functools.wraps(fn)
-    def wrapped(args):
-        from cloob.data import DataError
-        from cloob.search.encoder import EncoderError
-        from cloob.weights import CheckpointError
-
-        try:
-            return fn(args)
-        except (DataError, CheckpointError, EncoderError, ValueError, FileNotFoundError, KeyError, OSError) as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"error: {msg}", file=sys.stderr)
-            return 2
-    return wrapped
 
 
 def _log(msg: str) -> None:
@@ -67,7 +50,6 @@ def _query_image(args, policy):
 
 
 # ------------------------------------------------------------------ commands
-@_guard
 def cmd_embed(args) -> int:
     from cloob.search.embed import embed
     from cloob.search.encoder import describe, load_encoder
@@ -85,7 +67,6 @@ def cmd_embed(args) -> int:
     return 0
 
 
-@_guard
 def cmd_index(args) -> int:
     from cloob.search.index import build_index
     from cloob.search.store import Store
@@ -94,7 +75,6 @@ def cmd_index(args) -> int:
     return 0
 
 
-@_guard
 def cmd_search(args) -> int:
     import time
 
@@ -132,7 +112,6 @@ def cmd_search(args) -> int:
     return 0
 
 
-@_guard
 def cmd_serve(args) -> int:
     from cloob.search.encoder import describe, recorded_encoder
     from cloob.search.index import open_index
@@ -158,7 +137,6 @@ def cmd_serve(args) -> int:
     return 0
 
 
-@_guard
 def cmd_classify(args) -> int:
     import contextlib
 

@@ -6,6 +6,8 @@ search``/``serve`` can refuse to encode queries with other weights than the coll
 """
 from __future__ import annotations
 
+from cloob.errors import CloobError
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 
 
-class EncoderError(ValueError):
+class EncoderError(CloobError, ValueError):
     """A checkpoint that cannot serve as the encoder (one-line message)."""
 
 
@@ -74,9 +76,10 @@ def load_encoder(checkpoint: str | Path, model_name: str | None = None, *, devic
     from cloob.checkpoint import CheckpointError
     from cloob.data import image_transform
     from cloob.model_source import load_model
+    from cloob.device import default_device
     from cloob.models import get_tokenizer
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(device)
     path = Path(checkpoint)
     try:
         model, meta = load_model(path, model_name, device=device, warn=warn)

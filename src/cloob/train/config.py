@@ -6,6 +6,8 @@ are refused with a message naming the key, the file and what was expected.
 """
 from __future__ import annotations
 
+from cloob.errors import CloobError
+
 import argparse
 import dataclasses
 import difflib
@@ -22,7 +24,7 @@ SCHEDULES = ("cosine", "cosine-restarts", "constant")
 PRECISIONS = ("fp32", "bf16")
 
 
-class ConfigError(ValueError):
+class ConfigError(CloobError, ValueError):
     """An invalid training configuration."""
 
 

@@ -8,6 +8,8 @@ and signals (:mod:`cloob.train.signals`).
 """
 from __future__ import annotations
 
+from cloob.errors import CloobError
+
 import math
 import sys
 import time
@@ -27,8 +29,10 @@ from cloob.train.state import Position, restore, resolve_resume, save, step_seed
 from cloob.train.step import apply_schedules, train_step
 
 
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite steps."""
+class TrainingDiverged(CloobError, RuntimeError):
+    """Too many consecutive non-finite steps (``cloob train`` exits 3)."""
+
+    exit_code = 3
 
 
 def _count_skip(run, pos: Position, out: dict, log) -> None:

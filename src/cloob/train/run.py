@@ -18,6 +18,7 @@ from torch.utils.data import IterableDataset, Subset
 
 from cloob.data import BadSampleReport, DataError, image_transform, open_pairs
 from cloob.data.policy import ReadPolicy
+from cloob.device import default_device
 from cloob.distributed import get_rank, get_world_size, is_distributed
 from cloob.models import create_model, get_tokenizer, register_model_config
 from cloob.train.config import ConfigError, TrainConfig
@@ -55,11 +56,12 @@ def init_distributed() -> None:
 
 
 def pick_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+    name = default_device(cfg.device)
+    if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device cuda requested but CUDA is not available")
+            raise ConfigError("device cuda requested but CUDA is not available")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
+    return torch.device(name)
 
 
 def run_directory(cfg: TrainConfig) -> Path:
