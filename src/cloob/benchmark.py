@@ -18,8 +18,6 @@ Resumable: a (model, dataset, task) whose JSON exists for the same source identi
 """
 from __future__ import annotations
 
-from cloob.errors import CloobError
-
 import csv
 import io
 import json
@@ -27,6 +25,8 @@ import math
 import sys
 import time
 from pathlib import Path
+
+from cloob.errors import CloobError
 
 PAPER = ("birdsnap", "country211", "flowers102", "gtsrb", "ucf101", "stanford_cars", "imagenet", "imagenetv2")
 SUITES = {

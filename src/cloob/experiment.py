@@ -71,8 +71,6 @@ are averaged; a ``min:`` prefix selects the lowest. ``--select`` alone trains no
 """
 from __future__ import annotations
 
-from cloob.errors import CloobError
-
 import argparse
 import fnmatch
 import io
@@ -90,6 +88,7 @@ from pathlib import Path
 
 import yaml
 
+from cloob.errors import CloobError
 from cloob.archive import archive_cell, archived_done, restore_cell
 
 GRID_KEYS = ("name", "out", "prepare", "base", "set", "datasets", "recipes", "grid", "axes_for", "per_method",

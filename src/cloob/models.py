@@ -11,8 +11,6 @@ CLOOB differ in: ``inv_tau`` (exp-parametrised through open_clip's own
 """
 from __future__ import annotations
 
-from cloob.errors import CloobError
-
 import contextlib
 import difflib
 import logging
@@ -27,6 +25,7 @@ from open_clip.timm_model import TimmModel
 import torch.nn.functional as F
 from torch import nn
 
+from cloob.errors import CloobError
 from cloob.hopfield import HopfieldMemory
 from cloob.towers import build_tower_clip, is_tower_config, tower_tokenizer
 from cloob.weights import load_state_dict_file

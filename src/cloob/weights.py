@@ -9,8 +9,6 @@ restricted unpickler rebuilds only tensors and plain containers
 """
 from __future__ import annotations
 
-from cloob.errors import CloobError, first_line
-
 import os
 import pickle
 import re
@@ -19,6 +17,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from cloob.errors import CloobError, first_line
 
 
 class CheckpointError(CloobError, RuntimeError):

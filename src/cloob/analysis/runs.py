@@ -5,8 +5,6 @@ A run directory ``RUN/`` holds ``config.yaml``, ``versions.json``, ``metrics.jso
 """
 from __future__ import annotations
 
-from cloob.errors import CloobError, first_line
-
 import json
 import logging
 import math
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from cloob.errors import CloobError, first_line
 from cloob.evals.compare import is_metric
 from cloob.evals.compare import lower_is_better as compare_lower_is_better
 

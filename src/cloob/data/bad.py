@@ -35,8 +35,6 @@ Skipped with a counted reason:
 """
 from __future__ import annotations
 
-from cloob.errors import CloobError
-
 import io
 import logging
 import os
@@ -47,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cloob.errors import CloobError
 from cloob.data.policy import DEFAULT_POLICY, ReadPolicy
 
 log = logging.getLogger("cloob.data")

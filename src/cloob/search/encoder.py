@@ -6,14 +6,14 @@ search``/``serve`` can refuse to encode queries with other weights than the coll
 """
 from __future__ import annotations
 
-from cloob.errors import CloobError
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+from cloob.errors import CloobError
 
 
 class EncoderError(CloobError, ValueError):

@@ -10,12 +10,12 @@ line names the package to install.
 """
 from __future__ import annotations
 
-from cloob.errors import CloobError
-
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from cloob.errors import CloobError
 
 # The towers load from local directories, which never touches the hub; these switches are a second guard
 # for code that imports Hugging Face libraries after cloob, and for subprocesses (they inherit them).

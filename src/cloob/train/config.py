@@ -6,8 +6,6 @@ are refused with a message naming the key, the file and what was expected.
 """
 from __future__ import annotations
 
-from cloob.errors import CloobError
-
 import argparse
 import dataclasses
 import difflib
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from cloob.errors import CloobError
 from cloob.data.policy import DEFAULT_POLICY
 from cloob.methods import METHODS  # no torch: the CLI builds its parser from this module
 

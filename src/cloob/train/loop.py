@@ -8,8 +8,6 @@ and signals (:mod:`cloob.train.signals`).
 """
 from __future__ import annotations
 
-from cloob.errors import CloobError
-
 import math
 import sys
 import time
@@ -17,6 +15,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from cloob.errors import CloobError
 from cloob.data import DataError, make_loader
 from cloob.distributed import get_rank, get_world_size, is_distributed
 from cloob import checkpoint as ckpt
