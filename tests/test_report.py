@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from cloob.analysis.runs import read_metrics
-from cloob.report import build_report, compare_sentence, reading, write_report
+from cloob.analysis.reading import compare_sentence, reading
+from cloob.analysis.report import build_report, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]

@@ -504,7 +504,7 @@ def compare_and_report(g: dict, run_dirs: list[Path], out: Path) -> tuple[int, i
     """``<out>/compare/`` (Welch tables) and ``<out>/report.html`` of the finished cells; (compare, report) exit codes."""
     from cloob.analysis.runs import RunError
     from cloob.evals.compare import compare_runs, to_markdown
-    from cloob.report import write_report
+    from cloob.analysis.report import write_report
 
     cmp = g["compare"]
     codes = []

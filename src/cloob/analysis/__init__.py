@@ -3,7 +3,7 @@
 Pure functions (numpy/torch in, numbers out) live in :mod:`cloob.analysis.diagnostics`
 and :mod:`cloob.analysis.stats`; figures in :mod:`cloob.analysis.plots`; encoding a
 dataset with a checkpoint and writing ``analysis.json`` + PNGs in
-:mod:`cloob.analysis.analyze`. The HTML report is :mod:`cloob.report`.
+:mod:`cloob.analysis.analyze`. The HTML report of runs is :mod:`cloob.analysis.report` (its primitives: :mod:`cloob.html`).
 """
 from cloob.lazy import lazy_exports
 

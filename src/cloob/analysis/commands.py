@@ -31,7 +31,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cloob.report import write_report
+    from cloob.analysis.report import write_report
 
     path = write_report(args.runs, args.out, title=args.title)
     print(f"wrote {path}")
