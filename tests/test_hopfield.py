@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cloob import blocks
 from cloob.hopfield import HopfieldMemory, mutual_retrieve, retrieve
 from naive import naive_retrieve
 
@@ -50,9 +51,8 @@ def test_retrieve_rejects_mismatched_dims():
 
 @pytest.mark.parametrize("block_elements", [1 << 24, 7 * 3])  # one block (P kept) / blocks of 3 rows (recomputed)
 def test_blockwise_retrieval_values_and_gradients_match_the_loop_formula(monkeypatch, block_elements):
-    import cloob.hopfield as H
 
-    monkeypatch.setattr(H, "_BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", block_elements)
     g = torch.Generator().manual_seed(5)
     state = torch.randn(8, 4, generator=g, dtype=torch.float64, requires_grad=True)
     stored = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
@@ -73,9 +73,8 @@ def test_blockwise_retrieval_values_and_gradients_match_the_loop_formula(monkeyp
 @pytest.mark.parametrize("block_elements", [1 << 24, 9 * 4])  # one block (merged backward) / blocks of 4 rows
 def test_self_retrieval_gradients_match_the_loop_formula(monkeypatch, block_elements):
     """retrieve(x, x, beta): the batch as its own memory (U_x, V_y), where x enters both slots."""
-    import cloob.hopfield as H
 
-    monkeypatch.setattr(H, "_BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", block_elements)
     g = torch.Generator().manual_seed(6)
     x0 = torch.randn(9, 4, generator=g, dtype=torch.float64)
     weights = torch.randn(9, 4, generator=g, dtype=torch.float64)
@@ -95,9 +94,8 @@ def test_self_retrieval_gradients_match_the_loop_formula(monkeypatch, block_elem
 @pytest.mark.parametrize("block_elements", [1 << 24, 6 * 3, 6])  # one block / blocks of 3 rows / of 1 row
 def test_mutual_retrieval_matches_two_loop_retrievals(monkeypatch, block_elements):
     """mutual_retrieve(a, b) = (retrieve(a, b), retrieve(b, a)): values and all gradients, n ≠ m."""
-    import cloob.hopfield as H
 
-    monkeypatch.setattr(H, "_BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", block_elements)
     g = torch.Generator().manual_seed(7)
     a0 = torch.randn(8, 5, generator=g, dtype=torch.float64)
     b0 = torch.randn(6, 5, generator=g, dtype=torch.float64)

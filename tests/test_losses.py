@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cloob import blocks
 from cloob.losses import (
     METHODS,
     clip_loss,
@@ -87,7 +88,6 @@ def test_gradcheck_float64(fn):
 def test_blockwise_path_matches_the_loop_formula(monkeypatch, block_rows):
     """Row blocks smaller than N (used for large N; one row: a block whose masked column is all −inf)
     give the loop formula's value and gradients, for one direction and for both directions of one matrix."""
-    import cloob.losses as L
 
     x0, y0 = unit(37, 6, 11), unit(37, 6, 12)
     cases = [
@@ -96,7 +96,7 @@ def test_blockwise_path_matches_the_loop_formula(monkeypatch, block_rows):
         (lambda x, y, t: clip_loss(x, y, t), lambda x, y, t: naive_clip(x, y, t)),
         (lambda x, y, t: contrastive_loss(x, y, t, "infoloob"), lambda x, y, t: naive_cell(x, y, t, "infoloob", None)),
     ]
-    monkeypatch.setattr(L, "_BLOCK_ELEMENTS", 37 * block_rows)
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", 37 * block_rows)
     for ours, ref in cases:
         results = []
         for f in (ours, ref):
@@ -184,12 +184,9 @@ def test_named_corners_and_methods():
 @pytest.mark.parametrize("n,block_elements", [(1024, 1 << 24), (1024, 1024 * 100)])
 def test_memory_efficient_cloob_equals_the_dense_form(monkeypatch, n, block_elements):
     """float32, d = 512: blockwise (one block, or row blocks with recomputation) vs full N×N matrices."""
-    import cloob.hopfield as H
-    import cloob.losses as L
     from dense import dense_clip_loss, dense_cloob_loss
 
-    monkeypatch.setattr(H, "_BLOCK_ELEMENTS", block_elements)
-    monkeypatch.setattr(L, "_BLOCK_ELEMENTS", block_elements)
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", block_elements)  # the losses and the retrieval
     x0, y0 = unit(n, 512, 30, torch.float32), unit(n, 512, 31, torch.float32)
     y0 = F.normalize(x0 + 0.8 * y0, dim=-1)  # correlated pairs, as after some training
     for ours, ref in ((lambda x, y: cloob_loss(x, y, 30.0, 14.3), lambda x, y: dense_cloob_loss(x, y, 30.0, 14.3)),

@@ -7,11 +7,9 @@ from typing import Union
 import torch
 from torch import nn
 
+from cloob.blocks import block_rows
+
 Scalar = Union[float, torch.Tensor]
-
-
-# Elements of one block of associations (rows × stored); 2^24 floats = 64 MiB in float32.
-_BLOCK_ELEMENTS = 1 << 24
 
 
 def softmax_(s: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -27,11 +25,6 @@ def softmax_(s: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return (peak + total.log()).squeeze(dim)
 
 
-def _block_rows(n: int, m: int) -> int:
-    """Rows per block of an (n, m) score matrix: at most _BLOCK_ELEMENTS elements, at least one row."""
-    return max(1, min(n, _BLOCK_ELEMENTS // max(m, 1)))
-
-
 class _Retrieve(torch.autograd.Function):
     """O = softmax(β Q Xᵀ) X over row blocks of Q, with a recomputing backward.
 
@@ -45,7 +38,7 @@ class _Retrieve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state, stored, beta):
         n, m = state.shape[0], stored.shape[0]
-        rows = _block_rows(n, m)
+        rows = block_rows(n, m)
         out = torch.empty_like(state)
         lse = state.new_empty(n)
         kept = None
@@ -129,7 +122,7 @@ class _MutualRetrieve(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, beta):
         n, m = a.shape[0], b.shape[0]
-        rows = _block_rows(n, m)
+        rows = block_rows(n, m)
         out_a = torch.empty_like(a)
         lse_a = a.new_empty(n)
         col_max = a.new_full((m,), float("-inf"))

@@ -22,15 +22,12 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 
+from cloob.blocks import block_rows
 from cloob.distributed import gather_features, share_gradient
 from cloob.hopfield import mutual_retrieve, retrieve, softmax_
 from cloob.methods import METHODS, OBJECTIVES
 
 Scalar = Union[float, torch.Tensor]
-
-# Elements of one block of logits (rows × N); 2^24 floats = 64 MiB in float32.
-_BLOCK_ELEMENTS = 1 << 24
-
 
 def _check_pairs(anchors: torch.Tensor, samples: torch.Tensor, min_n: int) -> None:
     if anchors.dim() != 2 or samples.dim() != 2:
@@ -60,10 +57,6 @@ def _as_tensor(inv_tau: Scalar, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(float(inv_tau), dtype=like.dtype, device=like.device)
 
 
-def _block_rows(n: int) -> int:
-    return max(1, min(n, _BLOCK_ELEMENTS // max(n, 1)))
-
-
 class _LogsumexpLoss(torch.autograd.Function):
     """Rows:    L_r = (1/N) Σ_i [ logsumexp_{j∈D(i)} ℓ_ij − ℓ_ii ],  ℓ = t·A Sᵀ,
     columns: L_c = (1/N) Σ_j [ logsumexp_{i∈D(j)} ℓ_ij − ℓ_jj ]  (only with ``both``).
@@ -83,7 +76,7 @@ class _LogsumexpLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchors, samples, inv_tau, leave_one_out: bool, both: bool):
         n = anchors.shape[0]
-        rows = _block_rows(n)
+        rows = block_rows(n, n)
         lse = anchors.new_empty(n)
         col_lse = anchors.new_full((n,), float("-inf")) if both else None
         positive = anchors.new_empty(n)
@@ -118,7 +111,7 @@ class _LogsumexpLoss(torch.autograd.Function):
     def backward(ctx, grad_out):
         anchors, samples, inv_tau, lse, col_lse, kept = ctx.saved_tensors
         n = anchors.shape[0]
-        rows = n if ctx.single else _block_rows(n)
+        rows = n if ctx.single else block_rows(n, n)
         k = 2.0 if ctx.both else 1.0
         scale = grad_out / n
         need_a, need_s, need_t = ctx.needs_input_grad[:3]
