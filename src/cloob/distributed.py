@@ -26,10 +26,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
 def gather_features(x: torch.Tensor) -> torch.Tensor:
     """All-gather (N_local, d) features into (N_global, d), in rank order.
 

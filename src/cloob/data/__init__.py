@@ -113,7 +113,8 @@ def open_pairs(spec: str, *, image_transform: Callable | None, tokenizer: Callab
     if prefix == "wds" or (not prefix and rest.lower().endswith(".tar")):
         ds = WdsPairs(rest, **common, **_given(policy=policy), **format_options)
     elif prefix == "scenes":
-        ds = ScenesPairs(rest, **common, **format_options)
+        # a scenes cache is validated when written (no per-sample failures to be strict about)
+        ds = ScenesPairs(rest, image_transform=image_transform, tokenizer=tokenizer, **format_options)
     elif prefix == "cifar10-captions":
         ds = Cifar10Captions(rest or None, **common, **format_options)
     elif not prefix and rest.lower().endswith((".csv", ".tsv")):

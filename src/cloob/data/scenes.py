@@ -442,8 +442,7 @@ class _Cached:
 class ScenesPairs(_Cached):
     """Map-style (image, tokens) pairs of the cached ``train`` split."""
 
-    def __init__(self, out_dir, *, image_transform: Callable | None, tokenizer: Callable | None, strict=False,
-                 split: str = "train"):
+    def __init__(self, out_dir, *, image_transform: Callable | None, tokenizer: Callable | None, split: str = "train"):
         d, _ = _require(out_dir, split)
         self._path, self._images, self.name = d / "images.npy", None, f"scenes:{out_dir}"
         with open(d / "meta.jsonl", encoding="utf-8") as f:
@@ -462,7 +461,7 @@ class ScenesPairs(_Cached):
 class ScenesLabelled(_Cached):
     """(image, label) of ``eval_scene`` (classes = scene names) or ``eval_object`` (e.g. "red circle")."""
 
-    def __init__(self, out_dir, split: str, *, image_transform: Callable | None, strict=False):
+    def __init__(self, out_dir, split: str, *, image_transform: Callable | None):
         d, _ = _require(out_dir, split)
         self._path, self._images, self.name = d / "images.npy", None, f"scenes-{split}:{out_dir}"
         with open(d / "meta.jsonl", encoding="utf-8") as f:
@@ -481,7 +480,7 @@ class ScenesLabelled(_Cached):
 class ScenesRetrieval(_Cached):
     """Images of ``eval_retrieval`` with ``CAPTIONS_PER_IMAGE`` captions each."""
 
-    def __init__(self, out_dir, *, image_transform: Callable | None, strict=False):
+    def __init__(self, out_dir, *, image_transform: Callable | None):
         d, _ = _require(out_dir, "eval_retrieval")
         self._path, self._images, self.name = d / "images.npy", None, f"scenes-retrieval:{out_dir}"
         with open(d / "meta.jsonl", encoding="utf-8") as f:

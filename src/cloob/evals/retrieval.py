@@ -6,11 +6,7 @@ broken against the query (a wrong item with the same score as the right one rank
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
-
-from cloob.evals.features import RetrievalFeatures, encode_retrieval
 
 KS = (1, 5, 10)
 
@@ -50,12 +46,3 @@ def retrieval_metrics(image_features: np.ndarray, text_features: np.ndarray, tex
     out["mean_recall"] = float(np.mean([out[f"{d}/R@{k}"] for d in ("image_to_text", "text_to_image") for k in ks]))
     out["n_images"], out["n_texts"] = int(len(i2t)), int(len(t2i))
     return out
-
-
-def evaluate_retrieval(model, tokenizer: Callable, data, *, batch_size: int = 256, num_workers: int = 0,
-                       progress: bool = False) -> dict:
-    """Retrieval metrics of a retrieval dataset (``open_retrieval``) or a :class:`RetrievalFeatures`."""
-    if not isinstance(data, RetrievalFeatures):
-        data = encode_retrieval(model, tokenizer, data, batch_size=batch_size, num_workers=num_workers,
-                                progress=progress)
-    return retrieval_metrics(data.image_features, data.text_features, data.text_image)

@@ -20,6 +20,7 @@ from cloob.data import BadSampleReport, DataError, image_transform, open_pairs
 from cloob.data.policy import ReadPolicy
 from cloob.device import default_device
 from cloob.distributed import get_rank, get_world_size, is_distributed
+from cloob.locking import lock_towers
 from cloob.models import create_model, get_tokenizer, register_model_config
 from cloob.train.config import ConfigError, TrainConfig
 from cloob.train.schedule import Schedules
@@ -76,14 +77,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             continue
         (no_decay if p.ndim < 2 or "logit_scale" in name or "log_beta" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lock_towers(model, lock_image: bool, lock_text: bool, image_unlocked_groups: int = 0,
-                text_unlocked_layers: int = 0) -> None:
-    """Lock towers as in LiT; the projection heads stay trainable (see :mod:`cloob.locking`)."""
-    from cloob.locking import lock_towers as lock
-
-    lock(model, lock_image, lock_text, image_unlocked_groups, text_unlocked_layers)
 
 
 def split_validation(dataset, fraction: float, seed: int):
