@@ -11,8 +11,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
-from cloob.analysis.runs import Run, eval_metrics, lower_is_better, series
+from cloob.analysis.runs import Run, eval_metrics, series
 from cloob.analysis.stats import ALPHA, welch_table
+from cloob.evals.compare import lower_is_better
 
 ACCURACY_LIKE = re.compile(r"(top\d|acc|r@\d|recall|map|precision|f1)", re.I)
 

@@ -18,8 +18,9 @@ from typing import Sequence
 
 from cloob.analysis import plots
 from cloob.analysis.reading import eval_values, last_analysis_entries, metric_scale, methods_of, reading
-from cloob.analysis.runs import Run, RunError, lower_is_better, read_run, series
+from cloob.analysis.runs import Run, RunError, read_run, series
 from cloob.analysis.stats import ALPHA, welch_table
+from cloob.evals.compare import lower_is_better
 from cloob.html import CSS, esc, figure, fmt, table as _table
 
 CONFIG_KEYS = ("method", "model", "seed", "train_data", "epochs", "batch_size", "lr", "inv_tau", "hopfield_beta",

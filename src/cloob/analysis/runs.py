@@ -12,21 +12,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
-from cloob.errors import CloobError, first_line
 from cloob.evals.compare import is_metric
-from cloob.evals.compare import lower_is_better as compare_lower_is_better
+from cloob.rundir import RunError, read_config
 
 log = logging.getLogger("cloob.analysis")
 
 # top-level numeric keys of an eval JSON that are bookkeeping, not metrics
 NOT_METRICS = re.compile(r"^(step|epoch|seed|n|n_.*|num_.*|.*seconds|.*_time|time|.*_s|k|shots|batch_size)$")
-LOWER_IS_BETTER = re.compile(r"(loss|error|err\b|perplexity)", re.I)
-
-
-class RunError(CloobError, ValueError):
-    """A run directory or file that cannot be read."""
 
 
 @dataclass
@@ -115,7 +108,7 @@ def finished_runs_by(grid: str | Path, key: str) -> dict[str, list[Path]]:
     groups: dict[str, list[Path]] = {}
     for done in sorted(Path(grid).glob("*/DONE")):
         run = done.parent
-        value = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get(key) or run.name
+        value = read_config(run).get(key) or run.name
         groups.setdefault(str(value), []).append(run)
     return groups
 
@@ -132,27 +125,14 @@ def cell_metric(run: str | Path, spec: str) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def lower_is_better(metric: str) -> bool:
-    """Direction of a metric: losses, errors and ranks are better low."""
-    return bool(LOWER_IS_BETTER.search(metric)) or compare_lower_is_better(metric)
-
-
 def read_run(path: str | Path) -> Run:
     """Everything the report needs from one run directory (missing parts stay empty)."""
-    import yaml
-
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path} is not a run directory")
     run = Run(path=path, name=path.name)
     cfg = path / "config.yaml"
-    if cfg.is_file():
-        try:
-            run.config = yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise RunError(f"{cfg}: not valid YAML ({first_line(e)})") from None
-        if not isinstance(run.config, dict):
-            raise RunError(f"{cfg}: expected a mapping of config keys")
+    run.config = read_config(path)
     run.metrics, run.skipped_lines = read_metrics(path / "metrics.jsonl")
     if not cfg.is_file() and not run.metrics and not (path / "eval").is_dir():
         raise RunError(f"{path} is not a cloob run directory (no config.yaml, metrics.jsonl or eval/)")

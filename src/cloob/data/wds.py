@@ -30,6 +30,7 @@ from torch.utils.data import IterableDataset
 from cloob.data.bad import BadSample, BadSampleError, DataError, check_caption, decode_image, handle_bad
 from cloob.data.csvfile import finish_pair
 from cloob.data.policy import DEFAULT_POLICY, ReadPolicy, member_problem
+from cloob.seeding import mix_seed
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -176,7 +177,7 @@ class WdsPairs(IterableDataset):
             yield from self._samples()
             return
         info = torch.utils.data.get_worker_info()
-        rng = random.Random(hash((self.seed, self.epoch, self.rank, info.id if info else 0)))
+        rng = random.Random(mix_seed(self.seed, self.epoch, self.rank, info.id if info else 0))
         buf = []
         for s in self._samples():
             buf.append(s)

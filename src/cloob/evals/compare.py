@@ -16,23 +16,18 @@ import glob
 import io
 import json
 import math
+import re
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
+from cloob.rundir import read_config
+
 SKIP_PATTERNS = ("per_class/*", "val_top1/*", "pair*/iou", "*/n_draws", "*/std", "n", "n_*", "k", "steps",
                  "train_seconds", "C", "inv_tau")
-LOWER_IS_BETTER = ("*median_rank*", "*loss*")
-
-
-def _read_config(run: Path) -> dict:
-    f = run / "config.yaml"
-    if not f.is_file():
-        return {}
-    import yaml
-
-    return yaml.safe_load(f.read_text()) or {}
+# metrics that are better low: losses, errors, perplexities and ranks (a retrieval's median rank)
+LOWER_IS_BETTER = re.compile(r"(loss|error|err\b|perplexity|median_rank|mean_rank)", re.I)
 
 
 def is_metric(name: str) -> bool:
@@ -41,7 +36,9 @@ def is_metric(name: str) -> bool:
 
 
 def lower_is_better(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in LOWER_IS_BETTER)
+    """Direction of a metric (the one rule for compare, the report and benchmark tables): True for losses,
+    errors, perplexities and ranks."""
+    return bool(LOWER_IS_BETTER.search(name))
 
 
 def _keep(metric: str, metrics: list[str] | None) -> bool:
@@ -67,7 +64,7 @@ def collect(patterns: list[str], *, metric_files: str = "eval/*.json", group_by:
         raise ValueError(f"no run directory matches {patterns}")
     records = []
     for run in runs:
-        cfg = _read_config(run)
+        cfg = read_config(run)
         files = sorted(run.glob(metric_files))
         for f in files:
             try:

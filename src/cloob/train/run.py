@@ -22,6 +22,7 @@ from cloob.device import default_device
 from cloob.distributed import get_rank, get_world_size, is_distributed
 from cloob.locking import lock_towers
 from cloob.models import create_model, get_tokenizer, register_model_config
+from cloob.seeding import mix_seed
 from cloob.train.config import ConfigError, TrainConfig
 from cloob.train.schedule import Schedules
 
@@ -100,7 +101,7 @@ class SeededSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch * 100_003 + int(i)) % (2**63 - 1))
+            torch.manual_seed(mix_seed(self.seed, self.epoch, int(i)))
             return self.dataset[i]
 
 
