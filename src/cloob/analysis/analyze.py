@@ -25,60 +25,38 @@ from cloob.analysis.runs import read_metrics, series
 HIST_BINS = 60
 
 
-@torch.no_grad()
 def encode_dataset(model, spec: str, max_samples: int = 2000, batch_size: int = 64, device="cpu",
                    workers: int = 0, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(image_features (n, d), text_features (n, d), captions) of the first ``max_samples`` pairs;
-    features are float32 unit rows on the CPU."""
+    """(image_features (n, d), text_features (n, d), captions) of the first ``max_samples`` pairs (a retrieval
+    set gives each image's first caption); features are float32 unit rows on the CPU."""
     from torch.utils.data import IterableDataset, Subset
-    from tqdm import tqdm
 
     from cloob.data import image_transform, make_loader, open_pairs, open_retrieval, spec_kind
     from cloob.data.bad import DataError
+    from cloob.evals.features import FirstCaption, encode_pairs
     from cloob.models import get_tokenizer
 
     tf = image_transform(model, train=False)
-    tokenizer = get_tokenizer(model.model_name)
     kind = spec_kind(spec)
-    model = model.to(device).eval()
-    img_feats, txt_feats, captions = [], [], []
     if kind == "retrieval":
-        ds = open_retrieval(spec, image_transform=tf)
-        n = min(len(ds), max_samples)
-        first = [caps[0] for caps in ds.captions[:n]]
-        loader = make_loader(Subset(ds, range(n)), batch_size, shuffle=False, seed=0, num_workers=workers,
-                             drop_last=False)
-        bar = tqdm(total=n, desc=f"encoding {spec}", unit="pair", disable=not progress)
-        for images, idx in loader:
-            img_feats.append(model.encode_image(images.to(device)).float().cpu())
-            caps = [first[int(i)] for i in idx]
-            txt_feats.append(model.encode_text(tokenizer(caps).to(device)).float().cpu())
-            captions += caps
-            bar.update(len(idx))
-        bar.close()
+        ds = FirstCaption(open_retrieval(spec, image_transform=tf))
     elif kind == "pairs":
         ds = open_pairs(spec, image_transform=tf, tokenizer=None)
-        if not isinstance(ds, IterableDataset):
-            ds = Subset(ds, range(min(len(ds), max_samples)))
-        loader = make_loader(ds, batch_size, shuffle=False, seed=0, num_workers=workers, drop_last=False)
-        bar = tqdm(total=len(ds) if hasattr(ds, "__len__") else max_samples, desc=f"encoding {spec}",
-                   unit="pair", disable=not progress)
-        for images, caps in loader:
-            caps = caps[: max_samples - len(captions)]
-            images = images[: len(caps)]
-            img_feats.append(model.encode_image(images.to(device)).float().cpu())
-            txt_feats.append(model.encode_text(tokenizer(list(caps)).to(device)).float().cpu())
-            captions += list(caps)
-            bar.update(len(caps))
-            if len(captions) >= max_samples:
-                break
-        bar.close()
     else:
         raise DataError(f"cannot analyze {spec!r}: expected image-text pairs (a .csv/.tsv, scenes:<DIR>, "
                         "wds:<shards>) or a retrieval set (scenes-retrieval:<DIR>)")
+    if not isinstance(ds, IterableDataset):
+        ds = Subset(ds, range(min(len(ds), max_samples)))
+    loader = make_loader(ds, batch_size, shuffle=False, seed=0, num_workers=workers, drop_last=False)
+    model = model.to(device).eval()
+    try:
+        x, y, captions = encode_pairs(model, get_tokenizer(model.model_name), loader, limit=max_samples,
+                                      batch_size=batch_size, progress=progress, desc=f"encoding {spec}")
+    except ValueError:  # not a single valid pair
+        captions = []
     if len(captions) < 2:
         raise DataError(f"{spec} gave {len(captions)} valid pairs; the diagnostics need at least 2")
-    return torch.cat(img_feats), torch.cat(txt_feats), captions
+    return x, y, captions
 
 
 def diagnose(x, y, inv_tau: float, fraction: float = 0.99, k: int = 10, chunk: int | None = None) -> tuple[dict, dict]:

@@ -63,6 +63,20 @@ class _Indexed(torch.utils.data.Dataset):
         return s[0], torch.tensor([int(s[1]), i])
 
 
+class FirstCaption(torch.utils.data.Dataset):
+    """A retrieval set (``ds[i] -> (image, i)``, ``ds.captions[i]``) read as pairs of (image, first caption)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        s = self.dataset[i]
+        return s if isinstance(s, BadSample) else (s[0], self.dataset.captions[int(s[1])][0])
+
+
 def _model_device(model) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -94,6 +108,31 @@ def encode_texts(model, tokenizer: Callable, texts: list[str], *, batch_size: in
     out = [model.encode_text(tokenizer(texts[i : i + batch_size]).to(device)).float()
            for i in range(0, len(texts), batch_size)]
     return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_pairs(model, tokenizer: Callable, loader, *, limit: int | None = None, batch_size: int = 256,
+                 progress: bool = False, desc: str = "encode") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Features of matched pairs from ``(images, captions)`` batches, the first ``limit`` pairs (None = all).
+
+    Returns (image_features (N, d), text_features (N, d), captions): float32 on the CPU, row i of each is one
+    pair. The texts are encoded after the images, ``batch_size`` at a time.
+    """
+    from tqdm import tqdm
+
+    device = _model_device(model)
+    feats, captions = [], []
+    with tqdm(total=limit, desc=desc, unit="pair", disable=not progress, leave=False) as bar:
+        for images, caps in loader:
+            caps = list(caps)[: None if limit is None else limit - len(captions)]
+            feats.append(model.encode_image(images[: len(caps)].to(device)).float().cpu())
+            captions += caps
+            bar.update(len(caps))
+            if limit is not None and len(captions) >= limit:
+                break
+    if not captions:
+        raise ValueError("no pairs to encode")
+    return torch.cat(feats), encode_texts(model, tokenizer, captions, batch_size=batch_size).cpu(), captions
 
 
 def encode_labelled(model, dataset, *, batch_size: int = 256, num_workers: int = 0,
