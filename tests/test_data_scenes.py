@@ -36,7 +36,7 @@ def test_same_seed_gives_identical_bytes_whatever_the_workers(tmp_path, cache):
 
 
 def test_other_seed_differs_and_eval_splits_use_another_seed(cache):
-    tx = S._textures(32, 3)
+    tx = S.background_textures(32, 3)
     a, _ = S.make_sample("train", 0, size=32, seed=3, p=0.7, q=0.3, textures=tx)
     b, _ = S.make_sample("train", 0, size=32, seed=4, p=0.7, q=0.3, textures=tx)
     assert not np.array_equal(a, b)
@@ -46,7 +46,7 @@ def test_other_seed_differs_and_eval_splits_use_another_seed(cache):
 
 
 def test_every_object_a_caption_names_is_in_the_image():
-    tx = S._textures(64, 0)
+    tx = S.background_textures(64, 0)
     named = 0
     for i in range(400):
         _, m = S.make_sample("train", i, size=64, seed=0, p=0.7, q=0.3, textures=tx)
@@ -65,7 +65,7 @@ def test_every_object_a_caption_names_is_in_the_image():
 
 
 def test_scene_images_hold_characteristic_objects_with_prob_p_and_few_distractors():
-    tx = S._textures(32, 0)
+    tx = S.background_textures(32, 0)
     kept = total = 0
     for i in range(300):
         _, m = S.make_sample("train", i, size=32, seed=1, p=0.7, q=0.3, textures=tx)
