@@ -32,30 +32,25 @@ Every dataset returned has ``ds[i] -> (image, label int)`` (or a :class:`~cloob.
 folder names with ``_`` shown as a space, ImageFolder's rule), ``ds.name``, ``ds.report``,
 ``ds.layout`` and ``ds.templates`` (the webdataset's template lines; None for the other layouts).
 
-``open_retrieval_json`` reads the Karpathy-split JSON of Flickr8k, Flickr30k and COCO.
+``open_retrieval_json`` (:mod:`cloob.data.karpathy`) reads the Karpathy-split JSON of Flickr8k, Flickr30k and
+COCO; CLIP_benchmark's webdataset split is :class:`cloob.data.wds_labelled.WdsLabelled`.
 """
 from __future__ import annotations
 
 import functools
 import inspect
-import json
-import os
 import re
-import tarfile
 from pathlib import Path
 from typing import Callable
 
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cloob.data.bad import (BadSampleError, BadSampleReport, DataError, check_caption, decode_image, handle_bad,
-                            load_image, to_rgb)
-from cloob.data.folder import ImageFolder, LabelledImages
-from cloob.data.policy import DEFAULT_POLICY, ReadPolicy, member_problem, resolve_under
-from cloob.data.retrieval import CsvRetrieval
-from cloob.data.wds import IMAGE_EXTS, split_key
-
-HINT = 'see README "Reproduce the paper\'s Table 1"'
+from cloob.data.bad import BadSampleError, BadSampleReport, DataError, handle_bad, load_image, to_rgb
+from cloob.data.folder import ImageFolder
+from cloob.data.karpathy import HINT, open_retrieval_json  # noqa: F401 - the published retrieval sets, here too
+from cloob.data.policy import DEFAULT_POLICY, ReadPolicy
+from cloob.data.wds_labelled import WdsLabelled, digits
 
 
 # ---------------------------------------------------------------- registry
@@ -145,13 +140,9 @@ IMAGENET_SPLIT = {"test": "val", "val": "val", "train": "train"}  # ImageNet's l
 
 
 # ---------------------------------------------------------------- finding a layout
-def _digits(name: str) -> bool:
-    return re.fullmatch(r"[0-9]+", name) is not None
-
-
 def _indices(names: list[str]) -> bool:
     """Class folders named by class index (0..999), not by class name."""
-    return bool(names) and all(_digits(n) for n in names)
+    return bool(names) and all(digits(n) for n in names)
 
 
 def _subdirs(d: Path) -> list[str]:
@@ -188,7 +179,7 @@ def _folder_kind(d: Path) -> str:
         return "imagenet_index"
     if names and all(synset.fullmatch(n) for n in names):
         return "imagenet_synsets"
-    odd = [n for n in names if not _digits(n) and not synset.fullmatch(n)][:3]
+    odd = [n for n in names if not digits(n) and not synset.fullmatch(n)][:3]
     raise DataError(f"imagenet: the class folders of {d} must all be synset ids (n01440764) or all class indices "
                     f"(0..999); found {odd or 'none'}")
 
@@ -321,98 +312,6 @@ def _open_torchvision(name: str, root: Path, split: str, image_transform, strict
     return TorchvisionLabelled(name, ds, classes, image_transform, strict)
 
 
-class WdsLabelled(LabelledImages):
-    """CLIP_benchmark's webdataset classification split, map-style: the shards are indexed once
-    (member offsets, ``.cls`` labels read), then each image is one seek + read.
-
-    ``items[i] = ((shard number, offset, size, member name), label)`` in shard order;
-    ``classes`` from ``classnames.txt`` (ids ``"0".."max"`` without it); ``templates`` the lines of
-    ``zeroshot_classification_templates.txt`` (None without it). A sample without an image or a
-    ``.cls``, or whose ``.cls`` is not an integer, and a member the policy refuses, are counted in
-    ``report``; a shard listed by ``nshards.txt`` but absent is a :class:`DataError`.
-    """
-
-    def __init__(self, d: Path, split: str = "test", *, name: str | None = None, image_transform=None,
-                 strict: bool = False, policy: ReadPolicy = DEFAULT_POLICY):
-        super().__init__(name or str(d), image_transform, strict, policy)
-        nshards = (d / split / "nshards.txt").read_text().strip()
-        if not _digits(nshards):
-            raise DataError(f"{d / split / 'nshards.txt'}: expected an integer, got {nshards[:40]!r}")
-        self.shards = [str(d / split / f"{k}.tar") for k in range(int(nshards))]
-        self.items = []
-        for k, shard in enumerate(self.shards):
-            self._index_shard(k, shard)
-        if not self.items:
-            raise DataError(f"{self.name}: no labelled sample in {d / split} ({len(self.shards)} shards)"
-                            + (f"; refused:\n{self.report.format()}" if self.report.n_bad else ""))
-        names = d / "classnames.txt"
-        self.classes = ([ln.strip() for ln in names.read_text().splitlines() if ln.strip()] if names.is_file()
-                        else [str(k) for k in range(max(y for _, y in self.items) + 1)])
-        templates = d / "zeroshot_classification_templates.txt"
-        self.templates = ([ln.strip() for ln in templates.read_text().splitlines() if ln.strip()]
-                          if templates.is_file() else None)
-        self._fh: dict[int, object] = {}
-        self._pid = None
-
-    def _index_shard(self, k: int, shard: str) -> None:
-        if not Path(shard).is_file():
-            raise DataError(f"{self.name}: shard {shard} is missing (nshards.txt lists {len(self.shards)})")
-        samples: dict[str, dict[str, tarfile.TarInfo]] = {}
-        refused = set()
-        try:
-            with tarfile.open(shard, mode="r:") as tar:
-                for m in tar.getmembers():
-                    if m.isdir():
-                        continue
-                    key, ext = split_key(m.name)
-                    problem = member_problem(m, self.policy)
-                    if problem is not None:
-                        if key not in refused:
-                            refused.add(key)
-                            bad = BadSampleError(problem[0], shard, m.name, problem[1])
-                            self.report.add(handle_bad(bad, self.strict))
-                        continue
-                    samples.setdefault(key, {})[ext] = m
-                labels = {key: tar.extractfile(m["cls"]).read() for key, m in samples.items()
-                          if "cls" in m and key not in refused}
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DataError(f"{self.name}: shard {shard} cannot be read as a tar archive ({e})") from e
-        for key, members in samples.items():
-            if key in refused:
-                continue
-            ext = next((e for e in IMAGE_EXTS if e in members), None)
-            label = labels.get(key, b"").strip()
-            if ext is None or not _digits(label.decode("ascii", "replace")):
-                what = "image (.webp/.jpg/.png)" if ext is None else "integer .cls label"
-                self.report.add(handle_bad(BadSampleError("missing_column", shard, key, f"sample has no {what}"),
-                                           self.strict))
-                continue
-            m = members[ext]
-            self.items.append(((k, m.offset_data, m.size, m.name), int(label)))
-
-    def _file(self, k: int):
-        if self._pid != os.getpid():  # one set of handles per worker process
-            self._fh, self._pid = {}, os.getpid()
-        if k not in self._fh:
-            self._fh[k] = open(self.shards[k], "rb")
-        return self._fh[k]
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d["_fh"], d["_pid"] = {}, None
-        return d
-
-    def read(self, i: int):
-        k, offset, size, member = self.items[i][0]
-        f = self._file(k)
-        f.seek(offset)
-        data = f.read(size)
-        where = f"{self.shards[k]}:{member}"
-        if len(data) < size:
-            raise BadSampleError("truncated_shard", where, i, "shard ends inside the member")
-        return decode_image(data, where, i, self.policy)
-
-
 def open_published(name: str, root: str | Path, split: str = "test", *, image_transform: Callable | None = None,
                    policy: ReadPolicy | None = None, strict: bool = False):
     """A labelled dataset: ``ds[i] -> (image, label)``; ``ds.classes`` class names (or ids) in label
@@ -438,7 +337,6 @@ def open_published(name: str, root: str | Path, split: str = "test", *, image_tr
     return ds
 
 
-# ---------------------------------------------------------------- retrieval
 def open_imagenet_folder(folder: str | Path, v2: bool = False, *, image_transform: Callable | None = None,
                          policy: ReadPolicy | None = None, strict: bool = False):
     """ImageNet val class folders given directly (open_clip's ``--imagenet-val DIR``; synset ids or indices),
@@ -454,88 +352,3 @@ def open_imagenet_folder(folder: str | Path, v2: bool = False, *, image_transfor
     ds.templates, ds.layout = None, layout
     ds.name = ds.report.name = name
     return ds
-
-
-IMAGE_DIRS = ("images", "Flicker8k_Dataset", "flickr30k-images")  # under the JSON's folder, after the folder itself
-
-
-def _karpathy_json(path: Path) -> Path:
-    """The JSON itself, or the one ``dataset_*.json`` in a folder (``dataset_<folder>.json`` among several)."""
-    if path.is_file():
-        return path
-    found = sorted(path.glob("dataset_*.json")) if path.is_dir() else []
-    if len(found) > 1:
-        found = [f for f in found if f.name == f"dataset_{path.name}.json"] or found
-    if len(found) != 1:
-        what = f"several: {', '.join(f.name for f in found)}" if found else "none"
-        raise DataError(f"{path}: expected a Karpathy-split JSON (dataset_flickr8k.json, dataset_flickr30k.json, "
-                        f"dataset_coco.json) or a folder holding one; found {what}; {HINT}")
-    return found[0]
-
-
-class KarpathyRetrieval(CsvRetrieval):
-    """A Karpathy-split JSON (Flickr8k, Flickr30k, COCO) as a retrieval set: CsvRetrieval's reading,
-    built from the JSON's images of one ``split`` (its ``split`` field exactly: ``train``, ``val``,
-    ``test``, ``restval``), in file order.
-
-    ``paths[i]`` = ``image_root/[filepath/]filename`` (``filepath``: COCO's ``val2014``/``train2014``);
-    ``captions[i]`` the image's ``sentences[*].raw``. A path that leaves ``image_root`` and a bad
-    caption are counted in ``report``; an image left without captions is dropped.
-    """
-
-    def __init__(self, path, split: str = "test", *, image_transform=None, image_root=None, strict=False,
-                 policy: ReadPolicy = DEFAULT_POLICY):
-        path = _karpathy_json(Path(path))
-        self.name, self.image_transform, self.strict, self.policy = str(path), image_transform, strict, policy
-        self.report = BadSampleReport(self.name)
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            images = [im for im in doc["images"] if im.get("split") == split]
-            rel = [os.path.join(im.get("filepath", ""), im["filename"]) for im in images]
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DataError(f"{path}: not a Karpathy-split JSON ({type(e).__name__}: {e})") from e
-        if not images:
-            raise DataError(f"{path}: no image with split {split!r}")
-        self.dataset = doc.get("dataset")  # "flickr8k", "flickr30k", "coco"
-        self.image_root = self._image_root(path, image_root, rel[0])
-        self.paths, self.captions = [], []
-        for row, (im, r) in enumerate(zip(images, rel)):
-            full, problem = resolve_under(r, self.image_root, policy.allow_any_path)  # the JSON names what, not where
-            if problem:
-                self.report.add(handle_bad(BadSampleError("outside_root", r, row, problem), strict))
-                continue
-            caps = []
-            for s in im.get("sentences", []):
-                try:
-                    caps.append(check_caption(s.get("raw"), str(path), row))
-                except BadSampleError as e:
-                    self.report.add(handle_bad(e, strict))
-            if caps:
-                self.paths.append(full)
-                self.captions.append(caps)
-        if not self.paths:
-            raise DataError(f"{path}: no image of split {split!r} with a usable caption:\n{self.report.format()}")
-
-    @staticmethod
-    def _image_root(path: Path, image_root, first: str) -> str:
-        if image_root is not None:
-            return str(image_root)
-        tried = [path.parent, *(path.parent / d for d in IMAGE_DIRS)]
-        for d in tried:
-            if (d / first).is_file():
-                return str(d)
-        raise DataError(f"{path}: images not found: tried {', '.join(str(d / first) for d in tried)}; "
-                        "pass image_root")
-
-
-def open_retrieval_json(path_or_root, split: str = "test", *, image_transform: Callable | None = None,
-                        image_root=None, strict: bool = False, policy: ReadPolicy | None = None) -> KarpathyRetrieval:
-    """Images of one Karpathy split with their captions: ``ds[i] -> (image, i)``, ``ds.captions[i]``
-    (list of str), as :func:`cloob.data.open_retrieval` returns (``texts``/``text_image`` apply).
-
-    ``path_or_root``: ``dataset_*.json`` or its folder. ``image_root``: where ``[filepath/]filename``
-    lies; default the JSON's folder, then its ``images``, ``Flicker8k_Dataset``, ``flickr30k-images``
-    (the first holding the split's first image).
-    """
-    return KarpathyRetrieval(path_or_root, split, image_transform=image_transform, image_root=image_root,
-                             strict=strict, policy=policy or DEFAULT_POLICY)
