@@ -106,3 +106,19 @@ def test_image_transform_uses_model_preprocess_config():
     from PIL import Image
 
     assert tf(Image.new("RGB", (10, 10))).shape == (3, 40, 40)
+
+
+def test_spec_slug_names_a_spec_once_for_files_and_metric_keys():
+    from cloob.data import spec_slug
+
+    cases = {  # spec: (file name part, metric key part)
+        "scenes-scene:/x/cache": ("scenes-scene-cache", "scenes-scene"),
+        "cifar10-test:": ("cifar10-test", "cifar10-test"),
+        "/d/pairs.csv": ("pairs", "pairs"),
+        "/d/shards.tar": ("shards", "shards"),
+        "birdsnap:/data/root": ("birdsnap-root", "birdsnap"),
+        "/a/imagenet/val/": ("val", "val"),
+        "my data/x y.tsv": ("x-y", "x-y"),
+    }
+    for spec, (long, short) in cases.items():
+        assert (spec_slug(spec), spec_slug(spec, short=True)) == (long, short), spec

@@ -73,6 +73,25 @@ PREFIXES = ("wds", "scenes", "cifar10-captions", "cifar10", "cifar10-train", "ci
             "scenes-object", "scenes-retrieval")
 
 
+def spec_slug(spec: str, short: bool = False) -> str:
+    """The one name of a dataset spec in file names and metric keys.
+
+    ``"scenes-scene:/x/cache"`` -> ``"scenes-scene-cache"`` (``short``: ``"scenes-scene"``);
+    ``"cifar10-test:"`` -> ``"cifar10-test"``; ``"/d/pairs.csv"`` -> ``"pairs"``; ``"birdsnap:/root"`` (a
+    published ``NAME:ROOT``) -> ``"birdsnap-root"`` (``short``: ``"birdsnap"``). A prefix is the text before
+    the first ":" when it holds no "/"; the name is the last path component without .csv/.tsv/.tar.
+    """
+    import re
+
+    spec = str(spec)
+    head, sep, rest = spec.partition(":")
+    prefix = head if sep and head and "/" not in head else ""
+    name = re.sub(r"\.(csv|tsv|tar)$", "", Path((rest if prefix else spec).rstrip("/")).name)
+    parts = (prefix,) if short and prefix else (prefix, name)
+    slug = "-".join(x for x in parts if x)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", slug).strip("-") or "dataset"
+
+
 def spec_kind(spec: str) -> str:
     """'pairs', 'labelled' or 'retrieval': what a spec naturally opens as."""
     prefix, rest = _split(spec)

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import IterableDataset, Subset
 
-from cloob.data import BadSampleReport, DataError, image_transform, open_pairs
+from cloob.data import BadSampleReport, DataError, image_transform, open_pairs, spec_slug
 from cloob.data.policy import ReadPolicy
 from cloob.device import default_device
 from cloob.distributed import get_rank, get_world_size, is_distributed
@@ -219,14 +219,6 @@ def read_policy(cfg: TrainConfig) -> ReadPolicy:
     return ReadPolicy(cfg.data_root, cfg.allow_any_path, cfg.max_image_bytes, cfg.max_image_pixels)
 
 
-def eval_set_name(spec: str) -> str:
-    """Short name of an evaluation spec for metric keys: its prefix (``scenes-scene``) or file stem."""
-    head, sep, rest = spec.partition(":")
-    if sep and head and "/" not in head:
-        return head
-    return Path(spec.rstrip("/")).stem
-
-
 def _zeroshot_sets(cfg: TrainConfig, eval_tf) -> list:
     """(metric key of top-1, of top-5 or None, dataset, classnames, templates) for the zero-shot hook.
 
@@ -249,7 +241,7 @@ def _zeroshot_sets(cfg: TrainConfig, eval_tf) -> list:
                          prompts.templates(name)))
         else:
             ds = open_labelled(spec, **read)
-            sets.append((f"zeroshot/{eval_set_name(spec)}/top1", None, ds, list(ds.classes),
+            sets.append((f"zeroshot/{spec_slug(spec, short=True)}/top1", None, ds, list(ds.classes),
                          load_templates(default_templates(spec))))
     for key, folder, v2 in (("imagenet", cfg.imagenet_val, False), ("imagenetv2", cfg.imagenet_v2, True)):
         if folder:
