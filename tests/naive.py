@@ -69,3 +69,20 @@ def naive_cell(x, y, t, objective, beta):
     return (naive_info_loob(*p1, t) + naive_info_loob(*p2, t)) / t
 
 
+
+
+def naive_sigmoid(a, s, t, b):
+    """SigLIP: −(1/N) Σ_i Σ_j log σ(z_ij (t a_i·s_j + b)), z = 1 on the diagonal, −1 off it."""
+    n = a.shape[0]
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            z = 1.0 if i == j else -1.0
+            total = total - torch.log(1.0 / (1.0 + torch.exp(-z * (t * naive_dot(a[i], s[j]) + b))))
+    return total / n
+
+
+def naive_siglip_hopfield(x, y, t, b, beta):
+    """The sigmoid loss on the retrievals, both pairs as infonce-hopfield uses them, averaged."""
+    U_x, U_y, V_x, V_y = naive_hopfield(x, y, beta)
+    return 0.5 * (naive_sigmoid(U_x, U_y, t, b) + naive_sigmoid(V_y, V_x, t, b))

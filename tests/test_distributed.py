@@ -12,7 +12,7 @@ from cloob.distributed import gather_features
 from cloob.losses import method_loss
 
 B, D_IN, D = 6, 5, 4
-METHODS = ["clip", "infoloob", "infonce-hopfield", "cloob"]
+METHODS = ["clip", "infoloob", "infonce-hopfield", "cloob", "siglip", "siglip-hopfield"]
 
 
 def free_port() -> int:
@@ -37,13 +37,16 @@ def step(images, texts, w_img, w_txt, method, inv_tau=torch.tensor(10.0, dtype=t
     w_txt = w_txt.clone().requires_grad_()
     t = inv_tau.clone().requires_grad_()
     beta = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)  # the sigmoid methods' logit bias
     x = F.normalize(images @ w_img, dim=-1)
     y = F.normalize(texts @ w_txt, dim=-1)
     x.retain_grad()
     y.retain_grad()
-    loss = method_loss(method, x, y, t, beta)
+    loss = method_loss(method, x, y, t, beta, logit_bias=bias if method.startswith("siglip") else None)
     loss.backward()
-    gb = beta.grad if beta.grad is not None else torch.zeros((), dtype=torch.float64)
+    # beta's and the bias's gradients, summed (zero where the method has none)
+    gb = sum(p.grad for p in (beta, bias) if p.grad is not None) if (beta.grad is not None or bias.grad is not None) \
+        else torch.zeros((), dtype=torch.float64)
     return loss.detach(), x.grad, y.grad, w_img.grad, w_txt.grad, t.grad, gb
 
 
@@ -62,6 +65,19 @@ def worker(rank, world, port, out_dir, batch_sizes):
             for g in (gwi, gwt, gt, gb):
                 dist.all_reduce(g, op=dist.ReduceOp.SUM)
             results[method] = dict(loss=loss, gx=gx, gy=gy, gwi=gwi, gwt=gwt, gt=gt, gb=gb)
+        # open_clip's SigLipLoss per process (local images against every process's texts): the mean over the
+        # processes of its losses is the global loss that cloob's gathered siglip_loss gives on every process
+        from open_clip.loss import SigLipLoss
+
+        from cloob.losses import siglip_loss
+
+        if len(set(batch_sizes)) == 1:  # open_clip's gather needs equal local batches
+            x = F.normalize(images[lo:hi] @ w_img, dim=-1).float()
+            y = F.normalize(texts[lo:hi] @ w_txt, dim=-1).float()
+            t, b = torch.tensor(10.0), torch.tensor(-10.0)
+            theirs = SigLipLoss(rank=rank, world_size=world, dist_impl="gather")(x, y, t, b).detach()
+            dist.all_reduce(theirs, op=dist.ReduceOp.SUM)
+            results["open_clip_siglip"] = (siglip_loss(x, y, t, b).detach(), theirs / world)
         # gather of a tensor that requires grad keeps only the local gradient path
         z = torch.full((batch_sizes[rank], 2), float(rank + 1), requires_grad=True)
         gather_features(z).sum().backward()
@@ -92,6 +108,10 @@ def test_two_gloo_processes_equal_one_process_with_the_doubled_batch(tmp_path, b
             lo = hi
     for r, res in enumerate(ranks):
         torch.testing.assert_close(res["gather_grad"], torch.ones(batch_sizes[r], 2))
+        if "open_clip_siglip" in res:
+            ours, theirs = res["open_clip_siglip"]
+            torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    assert batch_sizes[0] != batch_sizes[1] or all("open_clip_siglip" in res for res in ranks)
 
 
 def test_gather_is_identity_without_a_process_group():

@@ -1,14 +1,15 @@
-"""Contrastive objectives of CLIP and CLOOB (method.md §1).
+"""Contrastive objectives of CLIP and CLOOB (method.md §1), and SigLIP's sigmoid loss beside them.
 
 Notation: a batch of N matched pairs; row i of ``anchors`` is matched with row i
 of ``samples``; ``inv_tau`` is the inverse temperature (open_clip's
 ``logit_scale``), a float or a 0-dim tensor (then it receives a gradient).
 
-All losses go through :class:`_LogsumexpLoss`, which never materialises the
+The softmax losses go through :class:`_LogsumexpLoss`, which never materialises the
 N×N logit matrix for large N: it walks over row blocks, keeps one logsumexp
 per row (and per column when both directions share the matrix), and
 recomputes each block in the backward pass. Memory is O(block·N) instead of
-O(N²), so N = 65,536 fits on a laptop.
+O(N²), so N = 65,536 fits on a laptop. The sigmoid loss streams the same way
+(:class:`_SigmoidLoss`).
 
 When a ``torch.distributed`` process group is active, the two-sided losses
 (:func:`clip_loss`, :func:`cloob_loss`, :func:`contrastive_loss`) first
@@ -143,6 +144,92 @@ class _LogsumexpLoss(torch.autograd.Function):
         return grad_a, grad_s, grad_t, None, None
 
 
+class _SigmoidLoss(torch.autograd.Function):
+    """SigLIP's loss L = (1/N) Σ_ij −log σ(z_ij ℓ_ij),  ℓ = t·A Sᵀ + b,  z = +1 on the diagonal, −1 elsewhere.
+
+    With softplus(u) = −log σ(−u) and softplus(−u) = softplus(u) − u:
+      L = (1/N) [ Σ_ij softplus(ℓ_ij) − Σ_i ℓ_ii ],   G = dL/dℓ = (σ(ℓ) − I)/N,
+      dL/da = t·G s,  dL/ds = t·Gᵀ a,  dL/dt = Σ_i a_iᵀ (G s)_i,  dL/db = Σ_ij G_ij.
+    Forward and backward stream over row blocks; the backward recomputes a block's logits, or, when the
+    whole matrix is one block, reuses the logits kept from the forward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, anchors, samples, scale, bias):
+        n = anchors.shape[0]
+        rows = block_rows(n, n)
+        samples_t = samples.T
+        total = anchors.new_zeros(())
+        kept = anchors.new_empty(0)
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            logits = (anchors[start:stop] * scale) @ samples_t + bias
+            total = total - F.logsigmoid(-logits).sum()
+            if rows >= n:
+                kept = logits
+        positive = (anchors * samples).sum() * scale + n * bias
+        ctx.save_for_backward(anchors, samples, scale, bias, kept)
+        ctx.single = rows >= n
+        return (total - positive) / n
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        anchors, samples, scale, bias, kept = ctx.saved_tensors
+        n = anchors.shape[0]
+        rows = n if ctx.single else block_rows(n, n)
+        need_a, need_s, need_t, need_b = ctx.needs_input_grad[:4]
+        g_s = torch.empty_like(anchors)  # (N·G s) rows
+        g_a = torch.zeros_like(samples) if need_s else None  # N·Gᵀ a
+        sig_sum = anchors.new_zeros(())
+        samples_t = samples.T
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            block = anchors[start:stop]
+            logits = kept if ctx.single else (block * scale) @ samples_t + bias
+            p = torch.sigmoid(logits)
+            sig_sum = sig_sum + p.sum()
+            # the −I part of N·G is a row copy, not an N-wide op
+            g_s[start:stop] = torch.addmm(samples[start:stop], p, samples, beta=-1)
+            if g_a is not None:
+                g_a.addmm_(p.T, block)
+                g_a[start:stop] -= block
+        factor = grad_out / n
+        grad_t = (anchors * g_s).sum() * factor if need_t else None
+        grad_b = (sig_sum - n) * factor if need_b else None
+        grad_a = g_s * (factor * scale) if need_a else None
+        grad_s = g_a * (factor * scale) if need_s else None
+        return grad_a, grad_s, grad_t, grad_b
+
+
+def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: Scalar,
+                logit_bias: Scalar, gather: bool = True) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al. 2023): every pair (i, j) is a binary decision.
+
+    L = −(1/N) Σ_i Σ_j log σ( z_ij · (t·x_iᵀy_j + b) ),  z_ij = 1 if i = j else −1.
+
+    The arguments mean what they mean in open_clip's ``SigLipLoss.forward``: ``logit_scale`` t is already
+    exponentiated (SigLIP learns t' with t = exp(t'), initialised t = 10) and ``logit_bias`` b is added to
+    every logit (initialised −10, so the N² − N negatives do not swamp the N positives at the start).
+    Equal to ``open_clip.loss.SigLipLoss()(x, y, t, b)`` in one process. In a process group the features
+    are all-gathered first and the loss is over the global batch (the mean over processes of open_clip's
+    per-process losses); gradients follow :func:`contrastive_loss`'s convention.
+
+    Args:
+        image_features: x, (N_local, d) unit rows.
+        text_features: y, (N_local, d) unit rows.
+        logit_scale: t, float or 0-dim tensor.
+        logit_bias: b, float or 0-dim tensor.
+        gather: all-gather over the active process group first (no-op in a single process).
+    Returns:
+        0-dim tensor.
+    """
+    return contrastive_loss(image_features, text_features, logit_scale, "sigmoid", None, gather, logit_bias)
+
+
+def _sigmoid_loss(anchors, samples, scale: Scalar, bias: Scalar) -> torch.Tensor:
+    return _SigmoidLoss.apply(anchors, samples, _as_tensor(scale, anchors), _as_tensor(bias, anchors))
+
+
 def _logsumexp_loss(anchors, samples, inv_tau: Scalar, leave_one_out: bool, both: bool = False) -> torch.Tensor:
     return _LogsumexpLoss.apply(anchors, samples, _as_tensor(inv_tau, anchors), leave_one_out, both)
 
@@ -212,14 +299,17 @@ def contrastive_loss(
     objective: str = "infonce",
     hopfield_beta: Scalar | None = None,
     gather: bool = True,
+    logit_bias: Scalar | None = None,
 ) -> torch.Tensor:
-    """The paper's four ablation cells: {InfoNCE, InfoLOOB} × {no Hopfield, Hopfield}.
+    """The ablation cells: {InfoNCE, InfoLOOB, sigmoid} × {no Hopfield, Hopfield}.
 
     The two directions are (x, y) and (y, x) without Hopfield, and
     (U_x, U_y) and (V_y, V_x) with it (see :func:`hopfield_pairs`).
     InfoNCE averages the two directions (CLIP's ½·CE + ½·CE); InfoLOOB sums
     them and multiplies by tau = 1/inv_tau, as CLOOB does, which keeps the
-    gradient scale independent of inv_tau.
+    gradient scale independent of inv_tau. The sigmoid loss (:func:`siglip_loss`)
+    is symmetric in its two arguments, so it has one term without Hopfield, and
+    with it the mean of its terms on (U_x, U_y) and (V_y, V_x), as InfoNCE does.
 
     ``contrastive_loss(x, y, t)`` is :func:`clip_loss` and
     ``contrastive_loss(x, y, t, "infoloob", beta)`` is :func:`cloob_loss`.
@@ -228,23 +318,32 @@ def contrastive_loss(
         image_features: (N_local, d) unit rows.
         text_features: (N_local, d) unit rows.
         inv_tau: float or 0-dim tensor.
-        objective: "infonce" or "infoloob".
+        objective: "infonce", "infoloob" or "sigmoid".
         hopfield_beta: None (no retrieval) or β, float or 0-dim tensor.
         gather: all-gather the features over the active process group first
             (no-op in a single process). Gradients are then such that their
             *sum* over processes equals the single-process gradient with the
             global batch (see :func:`cloob.distributed.share_gradient`).
+        logit_bias: the sigmoid objective's b (required there, refused elsewhere).
     Returns:
         0-dim tensor: the loss over the global batch.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if (objective == "sigmoid") != (logit_bias is not None):
+        raise ValueError("the sigmoid objective needs a logit_bias; the softmax objectives take none")
     if gather:
         image_features = gather_features(image_features)
         text_features = gather_features(text_features)
         inv_tau = share_gradient(inv_tau)
         hopfield_beta = share_gradient(hopfield_beta)
+        logit_bias = share_gradient(logit_bias)
     _check_pairs(image_features, text_features, min_n=2 if objective == "infoloob" else 1)
+    if objective == "sigmoid":
+        if hopfield_beta is None:
+            return _sigmoid_loss(image_features, text_features, inv_tau, logit_bias)
+        U_x, U_y, V_x, V_y = hopfield_pairs(image_features, text_features, hopfield_beta)
+        return 0.5 * (_sigmoid_loss(U_x, U_y, inv_tau, logit_bias) + _sigmoid_loss(V_y, V_x, inv_tau, logit_bias))
     if hopfield_beta is None:
         # (x, y) and (y, x) are the rows and the columns of one logit matrix
         both = _logsumexp_loss(image_features, text_features, inv_tau, objective == "infoloob", both=True)
@@ -286,15 +385,19 @@ def cloob_loss(image_features: torch.Tensor, text_features: torch.Tensor, inv_ta
     return contrastive_loss(image_features, text_features, inv_tau, "infoloob", beta)
 
 
-def method_loss(method: str, image_features, text_features, inv_tau: Scalar, beta: Scalar | None) -> torch.Tensor:
-    """Loss of one named method of the ablation grid (see :data:`METHODS`)."""
+def method_loss(method: str, image_features, text_features, inv_tau: Scalar, beta: Scalar | None,
+                logit_bias: Scalar | None = None) -> torch.Tensor:
+    """Loss of one named method of the ablation grid (see :data:`METHODS`); ``logit_bias`` for the sigmoid ones."""
     try:
         objective, hopfield = METHODS[method]
     except KeyError:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}") from None
     if hopfield and beta is None:
         raise ValueError(f"method {method!r} needs a Hopfield beta")
-    return contrastive_loss(image_features, text_features, inv_tau, objective, beta if hopfield else None)
+    if objective == "sigmoid" and logit_bias is None:
+        raise ValueError(f"method {method!r} needs a logit bias")
+    return contrastive_loss(image_features, text_features, inv_tau, objective, beta if hopfield else None,
+                            logit_bias=logit_bias if objective == "sigmoid" else None)
 
 
 __all__ = [
@@ -304,6 +407,7 @@ __all__ = [
     "contrastive_loss",
     "clip_loss",
     "cloob_loss",
+    "siglip_loss",
     "method_loss",
     "METHODS",
     "OBJECTIVES",

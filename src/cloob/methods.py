@@ -1,11 +1,14 @@
-"""The paper's ablation cells by name: objective and whether Hopfield retrieval is used.
+"""The ablation cells by name: objective and whether Hopfield retrieval is used.
+
+The paper's 2 × 2 grid ({InfoNCE, InfoLOOB} × {no Hopfield, Hopfield}) plus SigLIP's pairwise sigmoid loss
+(Zhai et al. 2023) in both columns, so the grid is {InfoNCE, InfoLOOB, sigmoid} × {no Hopfield, Hopfield}.
 
 Plain constants without torch, so the configuration and the command line can
 read them without paying for the tensor libraries; :mod:`cloob.losses` re-exports them.
 """
 from __future__ import annotations
 
-OBJECTIVES = ("infonce", "infoloob")
+OBJECTIVES = ("infonce", "infoloob", "sigmoid")
 
 METHODS = {
     # method name -> (objective, uses Hopfield retrieval)
@@ -13,4 +16,11 @@ METHODS = {
     "infoloob": ("infoloob", False),
     "infonce-hopfield": ("infonce", True),
     "cloob": ("infoloob", True),
+    "siglip": ("sigmoid", False),
+    "siglip-hopfield": ("sigmoid", True),
 }
+
+
+def uses_bias(method: str) -> bool:
+    """Whether the method's loss has a learned logit bias (the sigmoid objective's b)."""
+    return METHODS[method][0] == "sigmoid"
