@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cloob.cli import main
-from cloob.experiment import GridError, expand, load_grid, select
+from cloob.experiment import GridError, expand, load_grid, metric_value, select
 
 
 def write_grid(tmp_path, grid: dict, name="grid.yaml"):
@@ -32,6 +32,8 @@ def minimal(tmp_path, **extra):
     ({"grid": {"seed": []}}, "grid.seed is an empty list"),
     ({"evals": [["zero-shot", "x"]]}, "unknown evaluator 'zero-shot'"),
     ({"evals": ["zeroshot"]}, "each entry must be [evaluator, dataset spec"),
+    ({"evals": [["knn", "x", "--kk", "5"]]}, "cloob eval knn: unrecognized arguments: --kk 5"),
+    ({"evals": [["knn", "x", "--k", "five"]]}, "argument --k: invalid int value: 'five'"),
     ({"per_method": {"clop": {"inv_tau": 3.0}}}, "per_method: unknown method 'clop'"),
     ({"axes_for": {"clip": ["hopfield_beta"]}}, "axes_for.clip: ['hopfield_beta'] are not grid axes"),
     ({"prepare": [{"sceness": {}}]}, "prepare entries are {kind: {options}}"),
@@ -144,6 +146,63 @@ def test_select_picks_the_best_per_method_averaged_over_seeds(tmp_path, capsys):
     assert best["mode"] == "min" and best["best"]["cloob"]["inv_tau"] == 30.0
     with pytest.raises(GridError, match="matches several eval files"):
         select(load_grid(grid), cells, "zeroshot-*/top1")
+    with pytest.raises(GridError, match="must be <eval file stem glob>/<metric key>"):
+        select(load_grid(grid), cells, "top1")
+    with pytest.raises(GridError, match="has no numeric metric 'top5'; it has \\['top1'\\]"):
+        select(load_grid(grid), cells, "zeroshot-scenes-scene*/top5")
+
+
+def test_select_reads_a_metric_key_that_holds_a_slash(tmp_path):
+    """The stem ends at the first "/" (cloob.analysis.runs.cell_metric): "retrieval-*/image_to_text/R@1" is the
+    key "image_to_text/R@1" of retrieval-*.json (split at the last "/", it would look for a file that is not there)."""
+    g = minimal(tmp_path, grid={"method": ["clip"], "inv_tau": [10.0, 30.0], "seed": [0]})
+    grid = write_grid(tmp_path, g)
+    cells = expand(load_grid(grid))
+    for c, v in zip(cells, (0.25, 0.75)):
+        (c.dir / "eval").mkdir(parents=True)
+        (c.dir / "eval" / "retrieval-scenes-retrieval-val.json").write_text(json.dumps(
+            {"metrics": {"image_to_text/R@1": v, "text_to_image/R@1": 1 - v}}))
+    select(load_grid(grid), cells, "retrieval-*/image_to_text/R@1")
+    best = json.loads((tmp_path / "out" / "best.json").read_text())
+    assert best["best"]["clip"] == {"inv_tau": 30.0, "value": 0.75, "n": 1}
+    assert metric_value(cells[0].dir, "retrieval-*/text_to_image/R@1") == 0.75
+
+
+@pytest.mark.slow
+def test_a_cell_runs_its_evaluations_in_process_through_the_registry(tmp_path, monkeypatch):
+    """Training stays a subprocess (faked here); the evaluations are no subprocess: they write `cloob eval`'s
+    files under <cell>/eval, and a failing one fails the cell with its one-line reason."""
+    import torch
+
+    from cloob.checkpoint import save_checkpoint
+    from cloob.data.scenes import generate_scenes
+    from cloob.experiment import run_cell
+    from cloob.models import create_model
+
+    generate_scenes(tmp_path / "scenes", n=8, size=32, n_eval=24, workers=1)
+    spec = f"scenes-scene:{tmp_path / 'scenes'}"
+    g = minimal(tmp_path, set={"train_data": f"scenes:{tmp_path / 'scenes'}", "max_steps": 2, "model": "cloob-rn-tiny"},
+                grid={"method": ["clip"]}, evals=[["zeroshot", spec, "--device", "cpu"],
+                                                  ["knn", "scenes-scene:/no/such/cache", "--device", "cpu"]])
+    (cell,) = expand(load_grid(write_grid(tmp_path, g)))
+    model, _, _ = create_model("cloob-rn-tiny")
+    save_checkpoint(cell.dir / "checkpoints", 2, model.clip.state_dict(), {"extras": {}},
+                    {"model": "cloob-rn-tiny", "method": "clip", "step": 2, "config": cell.config})
+    started = []
+    monkeypatch.setattr("cloob.experiment.runner.subprocess.call", lambda argv, **k: started.append(argv) or 0)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+    threads = torch.get_num_threads()
+    try:
+        r = run_cell(cell, load_grid(write_grid(tmp_path, g)), 1, 1)
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"  # the cell's threads
+    finally:
+        torch.set_num_threads(threads)
+    assert [argv[3] for argv in started] == ["train"]  # no `cloob eval` subprocess
+    assert r["status"] == "failed" and not (cell.dir / "DONE").exists()
+    assert r["error"].startswith("`cloob eval knn --checkpoint") and "no scenes cache at '/no/such/cache'" in r["error"]
+    result = json.loads((cell.dir / "eval" / "zeroshot-scenes-scene-scenes.json").read_text())
+    assert result["step"] == 2 and result["dataset"] == spec and 0 <= result["metrics"]["top1"] <= 1
 
 
 # ------------------------------------------------------------- a tiny real grid
@@ -184,6 +243,13 @@ def test_tiny_grid_runs_end_to_end_skips_finished_and_resumes_interrupted(tmp_pa
     assert [c["status"] for c in summary["cells"]] == ["done", "done"] and summary["wall_seconds"] > 0
     assert "name: tiny" in summary["grid_text"]
     assert [c["name"] for c in json.loads((out / "cells.json").read_text())] == ["clip-s0", "cloob-s0"]
+    # the runner's in-process evaluation is `cloob eval`'s: same metrics from the same checkpoint and data
+    spec = f"scenes-scene:{scenes}"
+    assert main(["eval", "zeroshot", "--checkpoint", str(out / "clip-s0"), "--dataset", spec, "--batch-size", "24",
+                 "--no-cache", "--out", str(tmp_path / "cli")]) == 0
+    name = f"zeroshot-scenes-scene-{scenes.name}.json"
+    by_runner, by_cli = (json.loads(p.read_text()) for p in (out / "clip-s0" / "eval" / name, tmp_path / "cli" / name))
+    assert by_runner["metrics"] == pytest.approx(by_cli["metrics"]) and by_runner["checkpoint"] == by_cli["checkpoint"]
 
     # interrupt cloob-s0 after step 2: its final checkpoint, evals and DONE are gone
     ckpts = out / "cloob-s0" / "checkpoints"
@@ -200,7 +266,8 @@ def test_tiny_grid_runs_end_to_end_skips_finished_and_resumes_interrupted(tmp_pa
     assert "[1/2] skip clip-s0 (finished" in text and "[2/2] done cloob-s0" in text
     log = (out / "cloob-s0" / "train.log").read_text()
     assert "resumed from" in log and "(step 2," in log
-    assert "wrote" in (out / "cloob-s0" / "eval.log").read_text()
+    eval_log = (out / "cloob-s0" / "eval.log").read_text()
+    assert "$ cloob eval zeroshot --checkpoint" in eval_log and "| top1 |" in eval_log and "wrote" in eval_log
     assert os.stat(ckpts / "step-00000002" / "model.safetensors").st_mtime_ns == step2
     assert (ckpts / "step-00000003").is_dir() and (out / "cloob-s0" / "DONE").is_file()
     assert os.stat(out / "clip-s0" / "checkpoints" / "step-00000003" / "model.safetensors").st_mtime_ns == clip_final

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from cloob.errors import CloobError
+from cloob.evals.registry import EVALUATORS, common_default
 
 PAPER = ("birdsnap", "country211", "flowers102", "gtsrb", "ucf101", "stanford_cars", "imagenet", "imagenetv2")
 SUITES = {
@@ -41,7 +42,9 @@ SUITES = {
     "retrieval": ("flickr8k", "flickr30k", "mscoco_captions"),
 }
 RETRIEVAL = ("flickr8k", "flickr30k", "mscoco_captions")
-TASKS = {"zeroshot": "zeroshot_classification", "retrieval": "zeroshot_retrieval", "linear-probe": "linear_probe"}
+# the registry's evaluators that have a CLIP_benchmark counterpart -> its task name
+TASKS = {name: ev.clip_benchmark for name, ev in EVALUATORS.items() if ev.clip_benchmark}
+BATCH_SIZE, WORKERS = common_default("batch_size"), common_default("workers")  # as `cloob eval`'s
 HEADLINE = {"zeroshot_classification": "acc1", "linear_probe": "acc1", "zeroshot_retrieval": "image_retrieval_recall@1"}
 
 
@@ -225,8 +228,8 @@ RUNNERS = {"zeroshot_classification": zeroshot_task, "zeroshot_retrieval": retri
 
 # ------------------------------------------------------------------ the command
 def run_benchmark(sources: list[str], suite: str, root: str | Path, out: str | Path, *, model_name: str | None = None,
-                  linear_probe: bool = False, batch_size: int = 256, workers: int = 0, device: str | None = None,
-                  group_by: str = "method", alpha: float = 0.05, log=None) -> dict:
+                  linear_probe: bool = False, batch_size: int = BATCH_SIZE, workers: int = WORKERS,
+                  device: str | None = None, group_by: str = "method", alpha: float = 0.05, log=None) -> dict:
     """Run every (source, dataset, task) not yet done; write the JSONs and the tables. Returns the summary."""
     from cloob.device import default_device
 
@@ -243,8 +246,8 @@ def run_benchmark(sources: list[str], suite: str, root: str | Path, out: str | P
         identity = source_identity(source)
         m = _Model(source, identity, model_name, device, log)
         for dataset in datasets:
-            tasks = ["zeroshot_retrieval"] if dataset in RETRIEVAL else (
-                ["zeroshot_classification"] + (["linear_probe"] if linear_probe else []))
+            tasks = [TASKS["retrieval"]] if dataset in RETRIEVAL else (
+                [TASKS["zeroshot"]] + ([TASKS["linear-probe"]] if linear_probe else []))
             for task in tasks:
                 path = result_path(out, dataset, label, task)
                 result = _done(path, identity)
@@ -382,7 +385,7 @@ def add_commands(sub) -> None:
     p.add_argument("--group-by", choices=("method", "none"), default="method",
                    help="columns: one per method (mean ± std over its sources) or one per source")
     p.add_argument("--alpha", type=float, default=0.05, help="Welch's test level for the bold mark")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    p.add_argument("--workers", type=int, default=WORKERS)
     p.add_argument("--device", default=None, help="cpu or cuda (default cuda when available)")
     p.set_defaults(func=cmd_benchmark)

@@ -113,16 +113,30 @@ def finished_runs_by(grid: str | Path, key: str) -> dict[str, list[Path]]:
     return groups
 
 
-def cell_metric(run: str | Path, spec: str) -> float | None:
+def cell_metric(run: str | Path, spec: str, strict: bool = False) -> float | None:
     """One metric of a run's evaluations: ``spec`` is ``<eval file stem glob>/<key>`` (e.g.
     ``zeroshot-cifar10-*/top1``; keys may hold "/", stems do not); the first matching file in name
-    order is read. None when no file matches or the key is missing or not a number."""
+    order is read. None when no file matches or the key is missing or not a number.
+
+    ``strict`` (``cloob experiment --select``): a spec without both parts, a stem matching several
+    files, or a matching file without the numeric key raises :class:`RunError` instead.
+    """
     stem, _, key = spec.partition("/")
+    if strict and not (stem and key):
+        raise RunError(f"metric {spec!r} must be <eval file stem glob>/<metric key>, "
+                       "e.g. zeroshot-scenes-scene-scenes-val/top1")
     files = sorted(Path(run, "eval").glob(f"{stem}.json"))
+    if strict and len(files) > 1:
+        raise RunError(f"{stem!r} matches several eval files in {run}: {[f.name for f in files]}")
     if not files:
         return None
-    v = json.loads(files[0].read_text()).get("metrics", {}).get(key)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    metrics = json.loads(files[0].read_text()).get("metrics", {})
+    v = metrics.get(key)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    if strict:
+        raise RunError(f"{files[0]} has no numeric metric {key!r}; it has {sorted(metrics)}")
+    return None
 
 
 def read_run(path: str | Path) -> Run:
