@@ -421,7 +421,7 @@ def test_ramps_and_clip_warm_start_drive_each_step_and_every_diagnostic_is_logge
                                        warmup_fraction=0.5))
     lines = []
     loop.train(cfg, log=lines.append)
-    assert any("inv_tau 5 -> 20 over 3 steps" in ln and "CLIP loss for the first 2 steps" in ln for ln in lines)
+    assert any("inv_tau 5 -> 20 over 3 steps" in ln and "clip loss for the first 2 steps" in ln for ln in lines)
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     for r in rows:

@@ -149,29 +149,37 @@ def mean_offdiag_cosine(a: torch.Tensor) -> float:
     return float((total @ total - (u * u).sum()) / (n * (n - 1)))
 
 
-def collapsed_loss(objective: str, n: int, inv_tau: float) -> float:
+def collapsed_loss(objective: str, n: int, inv_tau: float, logit_bias: float | None = None) -> float:
     """The value of the two-sided loss when all N embeddings (raw or retrieved) are the same vector.
 
     InfoNCE (the mean of its two directions, as CLIP): ln N.
     InfoLOOB (the sum of its two directions times tau, as CLOOB): 2·ln(N−1)/inv_tau.
+    Sigmoid (SigLIP, every logit t + b): softplus(−(t+b)) + (N−1)·softplus(t+b).
     A run whose loss sits at this value has stopped telling its pairs apart.
     """
     if objective == "infonce":
         return math.log(n)
     if objective == "infoloob":
         return 2.0 * math.log(n - 1) / float(inv_tau)
+    if objective == "sigmoid":
+        if logit_bias is None:
+            raise ValueError("the sigmoid objective's collapsed value needs its logit bias")
+        z = float(inv_tau) + float(logit_bias)
+        softplus = lambda u: max(u, 0.0) + math.log1p(math.exp(-abs(u)))  # noqa: E731 - stable for any u
+        return softplus(-z) + (n - 1) * softplus(z)
     raise ValueError(f"unknown objective {objective!r}")
 
 
-def loss_gap_nats(objective: str, loss: float, n: int, inv_tau: float) -> float:
+def loss_gap_nats(objective: str, loss: float, n: int, inv_tau: float, logit_bias: float | None = None) -> float:
     """``loss − collapsed_loss`` converted to nats per direction, a scale shared by every method.
 
     InfoNCE's loss is already the mean over its two directions in nats; InfoLOOB's is
-    tau-scaled and summed over two directions, so it is multiplied by inv_tau/2. 0 at
+    tau-scaled and summed over two directions, so it is multiplied by inv_tau/2. The sigmoid
+    loss is in nats per anchor (its N binary decisions summed) and is taken as it is. 0 at
     collapse (and at chance); negative when matched pairs win, by as many nats per anchor.
     """
-    gap = float(loss) - collapsed_loss(objective, n, inv_tau)
-    return gap if objective == "infonce" else gap * float(inv_tau) / 2.0
+    gap = float(loss) - collapsed_loss(objective, n, inv_tau, logit_bias)
+    return gap * float(inv_tau) / 2.0 if objective == "infoloob" else gap
 
 
 @torch.no_grad()

@@ -24,3 +24,10 @@ METHODS = {
 def uses_bias(method: str) -> bool:
     """Whether the method's loss has a learned logit bias (the sigmoid objective's b)."""
     return METHODS[method][0] == "sigmoid"
+
+
+def warm_start_method(method: str) -> str:
+    """The objective of a run's warm start (``clip_warm_start``): CLIP's InfoNCE for the softmax methods, as
+    the short-budget recipe of CLOOB; SigLIP's sigmoid loss without Hopfield for siglip-hopfield, so that the
+    bias b is trained from the first step and only the retrieval is switched on later."""
+    return "siglip" if uses_bias(method) else "clip"

@@ -280,7 +280,8 @@ def load_model(source: str | Path, model_name: str | None = None, device: str | 
 
     weights = read_weights(path)
     name = _choose_model(weights, model_name)
-    model, _, _ = create_model(name, inv_tau=1.0, device="cpu")
+    bias = weights.state.get("logit_bias")  # a SigLIP model's b
+    model, _, _ = create_model(name, inv_tau=1.0, device="cpu", logit_bias=None if bias is None else float(bias))
     load_into(model.clip, weights.state, str(path), name)
     model.to(device).eval()
     meta = {"model": name, "checkpoint": str(path), "format": weights.format, "step": None,
@@ -303,8 +304,11 @@ def _load_cloob(path: Path, device, warn):
             named = Path(tmp) / f"{meta['model']}.json"
             named.write_text(arch.read_text())
             register_model_config(named)
-    model, _, _ = create_model(meta["model"], inv_tau=1.0, hopfield_beta=meta.get("hopfield_beta"), device=device)
-    model.clip.load_state_dict(load_model_state(ckpt))
+    state = load_model_state(ckpt)
+    bias = state.get("logit_bias")  # the sigmoid methods' b
+    model, _, _ = create_model(meta["model"], inv_tau=1.0, hopfield_beta=meta.get("hopfield_beta"), device=device,
+                               logit_bias=None if bias is None else float(bias))
+    model.clip.load_state_dict(state)
     extras = load_train_state(ckpt).get("extras", {})
     if model.hopfield is not None and "log_beta" in extras:
         with torch.no_grad():

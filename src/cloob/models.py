@@ -104,6 +104,9 @@ class ContrastiveModel(nn.Module):
     Attributes:
         clip: the open_clip model (its state dict is open_clip's).
         hopfield: a :class:`HopfieldMemory` or None (methods without retrieval).
+
+    The sigmoid methods' logit bias b is open_clip's own ``clip.logit_bias`` parameter (a SigLIP checkpoint's
+    ``logit_bias`` key); the other methods have none.
     """
 
     def __init__(
@@ -116,6 +119,8 @@ class ContrastiveModel(nn.Module):
         learn_hopfield_beta: bool = False,
         truncate_text: bool = True,
         channels_last: bool = True,
+        logit_bias: float | None = None,
+        learn_logit_bias: bool = True,
     ):
         super().__init__()
         if not 0 < inv_tau <= MAX_INV_TAU:
@@ -126,6 +131,10 @@ class ContrastiveModel(nn.Module):
             clip.logit_scale.fill_(math.log(inv_tau))
         clip.logit_scale.requires_grad_(learn_inv_tau)
         self.hopfield = HopfieldMemory(hopfield_beta, learnable=learn_hopfield_beta) if hopfield_beta else None
+        if logit_bias is not None:
+            clip.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)), requires_grad=learn_logit_bias)
+        elif getattr(clip, "logit_bias", None) is not None:  # a SigLIP architecture trained with a softmax loss
+            clip.logit_bias = None
         self.truncate_text = truncate_text and _truncatable(clip)
         # oneDNN's convolutions are markedly faster in NHWC on CPU (1.45x for the small ResNet's tower,
         # 1.3-1.9x for a training step of EfficientNet-Lite0 at 64 px)
@@ -155,6 +164,11 @@ class ContrastiveModel(nn.Module):
     def hopfield_beta(self) -> torch.Tensor | None:
         """0-dim tensor β, or None when the model has no Hopfield memory."""
         return None if self.hopfield is None else self.hopfield.beta
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """0-dim tensor b of the sigmoid loss, or None for the softmax methods."""
+        return getattr(self.clip, "logit_bias", None)
 
     @property
     def image_size(self) -> int:
@@ -210,6 +224,8 @@ def create_model(
     learn_hopfield_beta: bool = False,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    logit_bias: float | None = None,
+    learn_logit_bias: bool = True,
     **model_kwargs,
 ) -> tuple[ContrastiveModel, Callable, Callable]:
     """Build a model through open_clip.
@@ -221,6 +237,8 @@ def create_model(
             :mod:`cloob.weights`). Names of hub weights are refused: nothing is downloaded.
         inv_tau, learn_inv_tau: initial 1/tau and whether it is learned.
         hopfield_beta, learn_hopfield_beta: β of the Hopfield memory (None = no memory).
+        logit_bias, learn_logit_bias: initial b of the sigmoid loss and whether it is learned (None = no bias).
+            A ``pretrained`` file's ``logit_bias`` is loaded when the model has one and ignored otherwise.
 
     Tower models (:data:`TOWER_MODELS`, e.g. "cloob-minilm-efficientnet-lite0") start their
     pretrained towers from installed weight packages (:mod:`cloob.towers`); a missing package
@@ -250,9 +268,17 @@ def create_model(
             clip, train_tf, eval_tf = open_clip.create_model_and_transforms(
                 model_name, pretrained=None, device=device, precision=precision, **model_kwargs
             )
+    model = ContrastiveModel(clip, model_name, inv_tau, learn_inv_tau, hopfield_beta, learn_hopfield_beta,
+                             logit_bias=logit_bias, learn_logit_bias=learn_logit_bias)
     if pretrained is not None:
-        clip.load_state_dict(load_state_dict_file(pretrained))
-    model = ContrastiveModel(clip, model_name, inv_tau, learn_inv_tau, hopfield_beta, learn_hopfield_beta)
+        state = load_state_dict_file(pretrained)
+        # the temperature and the bias belong to the run's objective, not to the towers: they keep the values
+        # given here (a CLIP start of a SigLIP run, or the reverse); the tower weights must match exactly
+        state["logit_scale"] = clip.logit_scale.detach().clone()
+        state.pop("logit_bias", None)
+        if model.logit_bias is not None:
+            state["logit_bias"] = model.logit_bias.detach().clone()
+        clip.load_state_dict(state)
     return model.to(device), train_tf, eval_tf
 
 

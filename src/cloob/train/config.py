@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 
 from cloob.errors import CloobError
 from cloob.data.policy import DEFAULT_POLICY
-from cloob.methods import METHODS  # no torch: the CLI builds its parser from this module
+from cloob.methods import METHODS, uses_bias  # no torch: the CLI builds its parser from this module
 
 SCHEDULES = ("cosine", "cosine-restarts", "constant")
 PRECISIONS = ("fp32", "bf16")
@@ -45,9 +46,11 @@ class TrainConfig:
     feature_cache: bool = False  # compute a fully locked tower's features once per distinct input (needs augment off)
     label: typing.Optional[str] = None  # free-form name of the variant (`cloob compare --group-by label`)
     # objective
-    method: str = "clip"  # clip | cloob | infoloob | infonce-hopfield
-    inv_tau: typing.Optional[float] = None  # default: 1/0.07 for clip, 10 otherwise (the paper: 30; README)
-    learn_inv_tau: typing.Optional[bool] = None  # default: learned for clip, fixed otherwise
+    method: str = "clip"  # clip | cloob | infoloob | infonce-hopfield | siglip | siglip-hopfield
+    inv_tau: typing.Optional[float] = None  # default: 1/0.07 for clip, 10 otherwise (the paper: 30; SigLIP: 10)
+    learn_inv_tau: typing.Optional[bool] = None  # default: learned for clip and siglip*, fixed otherwise
+    logit_bias: typing.Optional[float] = None  # sigmoid methods' bias b; default -10 (SigLIP's initialisation)
+    learn_logit_bias: bool = True
     hopfield_beta: typing.Optional[float] = None  # default 14.3 for Hopfield methods
     learn_hopfield_beta: bool = False
     # recipes against the early collapse of the Hopfield methods (README, "CLOOB at small budgets")
@@ -121,14 +124,20 @@ class TrainConfig:
             cfg.inv_tau = 1 / 0.07 if cfg.method == "clip" else 10.0
         if cfg.clip_warm_start is None:
             cfg.clip_warm_start = 0.5 if hopfield else 0.0
-        if cfg.learn_inv_tau is None:
-            cfg.learn_inv_tau = cfg.method == "clip" and cfg.inv_tau_start is None
+        if cfg.learn_inv_tau is None:  # CLIP and SigLIP learn their temperature; CLOOB's paper fixes it
+            cfg.learn_inv_tau = (cfg.method == "clip" or uses_bias(cfg.method)) and cfg.inv_tau_start is None
+        if uses_bias(cfg.method):
+            if cfg.logit_bias is None:
+                cfg.logit_bias = -10.0  # SigLIP: b = -10 keeps the N² - N negatives from swamping the start
+        elif cfg.logit_bias is not None:
+            raise ConfigError(f"logit_bias is the sigmoid loss's bias (methods siglip, siglip-hopfield), "
+                              f"not {cfg.method!r}'s")
         if hopfield and cfg.hopfield_beta is None:
             cfg.hopfield_beta = 14.3
         if not hopfield:
             cfg.hopfield_beta = None
             if cfg.hopfield_beta_start is not None:
-                raise ConfigError(f"hopfield_beta_start needs a Hopfield method (cloob, infonce-hopfield), "
+                raise ConfigError(f"hopfield_beta_start needs a Hopfield method (cloob, infonce-hopfield, siglip-hopfield), "
                                   f"not {cfg.method!r}")
         if not cfg.train_data:
             raise ConfigError("train_data is required (a .csv/.tsv file, wds:<shards>, scenes:<DIR>, cifar10-captions:)")
@@ -143,6 +152,7 @@ class TrainConfig:
             (cfg.max_steps is None or cfg.max_steps >= 1, "max_steps must be >= 1"),
             (0 < cfg.inv_tau <= 100, f"inv_tau must be in (0, 100], got {cfg.inv_tau}"),
             (cfg.hopfield_beta is None or cfg.hopfield_beta > 0, "hopfield_beta must be > 0"),
+            (cfg.logit_bias is None or math.isfinite(cfg.logit_bias), "logit_bias must be a finite number"),
             (0 <= cfg.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (cfg.lr > 0, "lr must be > 0"),
             (cfg.keep_last >= 1, "keep_last must be >= 1"),
@@ -253,18 +263,31 @@ def load_yaml(path: str | Path) -> dict:
     return data or {}
 
 
+# the keys whose meaning a flag name does not say (README has every key)
+HELP = {
+    "method": "objective: clip (InfoNCE), infoloob, infonce-hopfield, cloob (InfoLOOB + Hopfield), siglip "
+              "(SigLIP's sigmoid loss) or siglip-hopfield (sigmoid loss on the Hopfield retrievals)",
+    "inv_tau": "1/tau (open_clip's exp(logit_scale)); default 1/0.07 for clip, 10 otherwise",
+    "logit_bias": "the sigmoid methods' bias b (default -10, SigLIP's initialisation)",
+    "hopfield_beta": "the Hopfield methods' inverse temperature (default 14.3)",
+    "clip_warm_start": "fraction of the run trained first with clip's loss (siglip's for siglip-hopfield); "
+                       "default 0.5 for the Hopfield methods, 0 otherwise",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per config key; all default to None (= not given)."""
     group = parser.add_argument_group("config keys (override the YAML file)")
     for name in FIELDS:
         flag = "--" + name.replace("_", "-")
         base, _ = _base_type(name)
+        helptext = HELP.get(name)
         if base is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         elif typing.get_origin(base) in (list, typing.List):
-            group.add_argument(flag, dest=name, action="append", default=None, metavar="SPEC")
+            group.add_argument(flag, dest=name, action="append", default=None, metavar="SPEC", help=helptext)
         else:
-            group.add_argument(flag, dest=name, type=base, default=None)
+            group.add_argument(flag, dest=name, type=base, default=None, help=helptext)
 
 
 def build_config(config_file: str | None, args: argparse.Namespace | dict | None = None) -> TrainConfig:

@@ -23,7 +23,7 @@ def validation_loss(run) -> float:
         x, y = model(images.to(run.device), tokens.to(run.device))
         if len(x) < 2 and run.cfg.method != "clip":
             continue
-        loss = method_loss(run.cfg.method, x.float(), y.float(), model.inv_tau, beta)
+        loss = method_loss(run.cfg.method, x.float(), y.float(), model.inv_tau, beta, logit_bias=model.logit_bias)
         total += float(loss) * len(x)
         count += len(x)
     model.train(was_training)

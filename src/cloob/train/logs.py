@@ -87,17 +87,20 @@ def train_record(run, out: dict, step: int, epoch: float, lr: float, method: str
     inv_tau = float(model.inv_tau.detach())
     beta = model.hopfield_beta
     beta = None if beta is None else float(beta.detach())
+    bias = None if model.logit_bias is None else float(model.logit_bias.detach())
     objective, hopfield = METHODS[method]
     record = {"kind": "train", "step": step, "epoch": epoch, "time": round(time.time() - t_start, 3),
               "loss": out["loss"], "inv_tau": inv_tau, "beta": beta, "lr": lr, "pairs_per_s": pairs_per_s,
               "grad_norm": out["grad_norm"], "skipped_steps": skipped_steps}
+    if bias is not None:
+        record["logit_bias"] = bias
     if method != run.cfg.method:
         record["objective"] = method
     if len(x) > 1:
         terms = saturation_terms(x, y, inv_tau)
         record["log_a"], record["log_b"] = terms["mean_log_a"], terms["mean_log_b"]
-        gap = loss_gap_nats(objective, out["loss"], len(x), inv_tau)
-        record["loss_gap"] = gap if objective == "infonce" else gap * 2.0 / inv_tau
+        gap = loss_gap_nats(objective, out["loss"], len(x), inv_tau, bias)
+        record["loss_gap"] = gap * 2.0 / inv_tau if objective == "infoloob" else gap
         record["loss_gap_nats"] = gap
         record.update(collapse_diagnostics(x, y, beta if hopfield else None))
     else:
@@ -116,11 +119,12 @@ class CollapseWatch:
         self.patience, self.method = patience, method
         self.run_length, self.first, self.warned = 0, 0, False
 
-    def update(self, step: int, loss: float, n: int, inv_tau: float, method: str) -> str | None:
+    def update(self, step: int, loss: float, n: int, inv_tau: float, method: str,
+               logit_bias: float | None = None) -> str | None:
         """Feed one step's loss; returns the warning line the first time the run counts as collapsed."""
         if self.warned or not self.patience or n < 2 or method != self.method:
             return None
-        gap = loss_gap_nats(METHODS[method][0], loss, n, inv_tau)
+        gap = loss_gap_nats(METHODS[method][0], loss, n, inv_tau, logit_bias)
         if abs(gap) >= COLLAPSE_TOLERANCE_NATS:
             self.run_length = 0
             return None

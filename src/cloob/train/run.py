@@ -127,6 +127,8 @@ def setup(cfg: TrainConfig, log=print) -> Run:
         learn_inv_tau=cfg.learn_inv_tau,
         hopfield_beta=cfg.hopfield_beta,
         learn_hopfield_beta=cfg.learn_hopfield_beta,
+        logit_bias=cfg.logit_bias,
+        learn_logit_bias=cfg.learn_logit_bias,
         device=device,
     )
     lock_towers(model, cfg.lock_image, cfg.lock_text, cfg.lock_image_unlocked_groups, cfg.lock_text_unlocked_layers)

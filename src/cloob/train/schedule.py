@@ -107,8 +107,11 @@ class Schedules:
         return ramp(step, self.total_steps, self.beta_start, self.beta, self.beta_ramp)
 
     def method_at(self, step: int) -> str:
-        """The objective trained at ``step``: ``clip`` during a CLIP warm start, then the run's method."""
-        return "clip" if step < self.clip_steps else self.method
+        """The objective trained at ``step``: the warm start's (``clip``, or ``siglip`` for siglip-hopfield),
+        then the run's method."""
+        from cloob.methods import warm_start_method
+
+        return warm_start_method(self.method) if step < self.clip_steps else self.method
 
     def describe(self) -> str:
         """One line naming the schedules that differ from a plain warm-up + decay (empty when none)."""
@@ -120,5 +123,8 @@ class Schedules:
             parts.append(f"beta {self.beta_start:g} -> {self.beta:g} over "
                          f"{int(round(self.beta_ramp * self.total_steps))} steps")
         if self.clip_steps:
-            parts.append(f"CLIP loss for the first {self.clip_steps} steps, then {self.method}")
+            from cloob.methods import warm_start_method
+
+            parts.append(f"{warm_start_method(self.method)} loss for the first {self.clip_steps} steps, "
+                         f"then {self.method}")
         return " · ".join(parts)

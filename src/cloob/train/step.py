@@ -15,6 +15,7 @@ import torch
 
 from cloob.distributed import get_world_size, scale_gradient
 from cloob.losses import METHODS, method_loss
+from cloob.methods import uses_bias
 
 
 def _features(run, images, tokens):
@@ -30,12 +31,15 @@ def _loss(run, method: str, x, y, parts: int):
     inv_tau = scale_gradient(run.model.inv_tau, 1.0 / parts)
     model_beta = run.model.hopfield_beta
     beta = scale_gradient(model_beta, 1.0 / parts) if model_beta is not None and METHODS[method][1] else None
-    loss = method_loss(method, x, y, inv_tau, beta)
-    if beta is None and model_beta is not None and model_beta.requires_grad:
-        # A CLIP warm start leaves a learned beta out of the loss; DistributedDataParallel expects a
-        # gradient for every trainable parameter, so beta gets an exact zero (in one process too, so
-        # both keep the same optimiser state; AdamW leaves a parameter with zero gradient in place).
-        loss = loss + 0.0 * model_beta
+    model_bias = run.model.logit_bias
+    bias = scale_gradient(model_bias, 1.0 / parts) if model_bias is not None and uses_bias(method) else None
+    loss = method_loss(method, x, y, inv_tau, beta, logit_bias=bias)
+    for unused, param in ((beta, model_beta), (bias, model_bias)):
+        if unused is None and param is not None and param.requires_grad:
+            # A warm start leaves a learned beta (or bias) out of the loss; DistributedDataParallel expects
+            # a gradient for every trainable parameter, so it gets an exact zero (in one process too, so
+            # both keep the same optimiser state; AdamW leaves a parameter with zero gradient in place).
+            loss = loss + 0.0 * param
     return loss
 
 
