@@ -101,8 +101,8 @@ def test_a_grid_restores_a_matching_archived_cell_and_refuses_a_changed_one(tmp_
     (kept / "eval").mkdir()
     (kept / "eval" / "zeroshot-x.json").write_text(json.dumps({"metrics": {"top1": 0.5}, "method": "clip"}))
     ran = []
-    monkeypatch.setattr("cloob.experiment.run_cell", lambda *a, **k: ran.append(a) or {"status": "done"})
-    monkeypatch.setattr("cloob.experiment.compare_and_report", lambda *a: (0, 0))
+    monkeypatch.setattr("cloob.experiment.runner.run_cell_in_worker", lambda *a, **k: ran.append(a) or {"status": "done"})
+    monkeypatch.setattr("cloob.experiment.runner.compare_and_report", lambda *a: (0, 0))
     assert run_experiment(str(grid)) == 0
     out = capsys.readouterr().out
     assert "restored 1 finished cell(s)" in out and "skip clip-s0" in out

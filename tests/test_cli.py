@@ -70,7 +70,8 @@ def test_train_with_an_unknown_model_is_one_line_naming_the_closest_names(tmp_pa
 
 
 def test_negative_numbers_are_values_not_options(capsys):
-    from cloob.cli import build_parser, main, numbers_as_values
+    from cloob.argv import numbers_as_values
+    from cloob.cli import build_parser, main
 
     argv = ["train", "--min-lr", "-1e-3", "--beta1", "-.5", "--seed", "-2"]
     args = build_parser().parse_args(numbers_as_values(argv))

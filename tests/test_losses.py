@@ -169,14 +169,14 @@ def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="objective"):
         contrastive_loss(unit(3, 4, 1), unit(3, 4, 2), 1.0, objective="nce")
     with pytest.raises(ValueError, match="unknown method"):
-        method_loss("siglip", unit(3, 4, 1), unit(3, 4, 2), 1.0, None)
+        method_loss("sigmoid-loob", unit(3, 4, 1), unit(3, 4, 2), 1.0, None)
 
 
 def test_named_corners_and_methods():
     x, y = unit(6, 5, 23), unit(6, 5, 24)
     torch.testing.assert_close(clip_loss(x, y, 9.0), contrastive_loss(x, y, 9.0))
     torch.testing.assert_close(cloob_loss(x, y, 9.0, 4.0), contrastive_loss(x, y, 9.0, "infoloob", 4.0))
-    assert set(METHODS) == {"clip", "cloob", "infoloob", "infonce-hopfield"}
+    assert set(METHODS) == {"clip", "cloob", "infoloob", "infonce-hopfield", "siglip", "siglip-hopfield"}
     torch.testing.assert_close(method_loss("infonce-hopfield", x, y, 9.0, 4.0), naive_cell(x, y, 9.0, "infonce", 4.0))
     torch.testing.assert_close(method_loss("infoloob", x, y, 9.0, 4.0), naive_cell(x, y, 9.0, "infoloob", None))
 

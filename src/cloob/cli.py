@@ -6,6 +6,7 @@ import os
 import sys
 
 import cloob
+from cloob.argv import numbers_as_values
 from cloob.errors import REPORTED, first_line
 
 
@@ -55,35 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cloob.train.commands import add_commands as _add_train; _add_train(sub)  # noqa: E702
     from cloob.evals.commands import add_commands as _add_evals; _add_evals(sub)  # noqa: E702
     from cloob.analysis.commands import add_commands as _add_analysis; _add_analysis(sub)  # noqa: E702
-    from cloob.experiment import add_commands as _add_experiment; _add_experiment(sub)  # noqa: E702
+    from cloob.experiment.commands import add_commands as _add_experiment; _add_experiment(sub)  # noqa: E702
     from cloob.search.commands import add_commands as _add_search; _add_search(sub)  # noqa: E702
     from cloob.benchmark import add_commands as _add_benchmark; _add_benchmark(sub)  # noqa: E702
     return parser
-
-
-def numbers_as_values(argv: list[str]) -> list[str]:
-    """Attach a negative number to the option before it: ``--lr -1e-3`` -> ``--lr=-1e-3``.
-
-    argparse takes ``-1e-3`` for an unknown option (its pattern for negative numbers has no
-    exponent) and stops with a usage message; no cloob option looks like a number.
-    """
-    out: list[str] = []
-    for token in argv:
-        if out and out[-1].startswith("--") and out[-1] != "--" and "=" not in out[-1] and _negative_number(token):
-            out[-1] = f"{out[-1]}={token}"
-        else:
-            out.append(token)
-    return out
-
-
-def _negative_number(token: str) -> bool:
-    if not token.startswith("-"):
-        return False
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

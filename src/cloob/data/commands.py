@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from cloob.data.policy import add_read_arguments, policy_from
+
 
 def cmd_scenes(args: argparse.Namespace) -> int:
     from cloob.data.scenes import generate_scenes, read_manifest
@@ -23,29 +25,6 @@ def cmd_scenes(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_read_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of :class:`cloob.data.policy.ReadPolicy` (where paths may point, byte and pixel limits)."""
-    from cloob.data.policy import DEFAULT_POLICY
-
-    g = parser.add_argument_group("what may be read")
-    g.add_argument("--data-root", default=None,
-                   help="relative CSV paths resolve here and every path must lie under it (default: the CSV's folder)")
-    g.add_argument("--allow-any-path", action="store_true", help="read paths outside the data root too")
-    g.add_argument("--max-image-bytes", type=int, default=None,
-                   help=f"skip larger image files unread (default {DEFAULT_POLICY.max_image_bytes})")
-    g.add_argument("--max-image-pixels", type=int, default=None,
-                   help=f"skip images with more pixels before decoding (default {DEFAULT_POLICY.max_image_pixels})")
-
-
-def read_policy(args: argparse.Namespace):
-    """The :class:`~cloob.data.policy.ReadPolicy` of the flags added by :func:`add_read_arguments`."""
-    from cloob.data.policy import ReadPolicy
-
-    given = {k: getattr(args, k) for k in ("data_root", "allow_any_path", "max_image_bytes", "max_image_pixels")
-             if getattr(args, k, None) not in (None, False)}
-    return ReadPolicy(**given)
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     from cloob.data import (BadSampleReport, image_transform, make_loader, open_labelled,
                             open_pairs, open_retrieval, spec_kind)
@@ -56,7 +35,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     kind = spec_kind(args.spec) if args.kind == "auto" else args.kind
     tf = image_transform(args.size, train=False)
     report = BadSampleReport(args.spec)
-    policy = read_policy(args)
+    policy = policy_from(args)
     if kind == "pairs":
         ds = open_pairs(args.spec, image_transform=tf, tokenizer=None, strict=args.strict, check=False,
                         policy=policy)

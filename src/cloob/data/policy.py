@@ -70,3 +70,27 @@ def member_problem(info: tarfile.TarInfo, policy: ReadPolicy) -> tuple[str, str]
     if info.size > policy.max_image_bytes:
         return "file_too_large", f"{info.size} bytes, more than max_image_bytes {policy.max_image_bytes}"
     return None
+
+
+# ------------------------------------------------------------------ the policy's flags and keys
+POLICY_KEYS = ("data_root", "allow_any_path", "max_image_bytes", "max_image_pixels")
+
+
+def policy_from(source) -> ReadPolicy:
+    """The :class:`ReadPolicy` of any object with the attributes :data:`POLICY_KEYS`: the flags of
+    :func:`add_read_arguments` (an ``argparse.Namespace``) or a training config. An absent, None or False
+    value keeps the default."""
+    given = {k: getattr(source, k) for k in POLICY_KEYS if getattr(source, k, None) not in (None, False)}
+    return ReadPolicy(**given)
+
+
+def add_read_arguments(parser) -> None:
+    """The flags of :class:`ReadPolicy` (where paths may point, byte and pixel limits) on an argparse parser."""
+    g = parser.add_argument_group("what may be read")
+    g.add_argument("--data-root", default=None,
+                   help="relative CSV paths resolve here and every path must lie under it (default: the CSV's folder)")
+    g.add_argument("--allow-any-path", action="store_true", help="read paths outside the data root too")
+    g.add_argument("--max-image-bytes", type=int, default=None,
+                   help=f"skip larger image files unread (default {DEFAULT_POLICY.max_image_bytes})")
+    g.add_argument("--max-image-pixels", type=int, default=None,
+                   help=f"skip images with more pixels before decoding (default {DEFAULT_POLICY.max_image_pixels})")

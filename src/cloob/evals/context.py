@@ -60,14 +60,14 @@ class Context:
 
     def __init__(self, args):
         from cloob.data import image_transform
-        from cloob.data.commands import read_policy
+        from cloob.data.policy import policy_from
         from cloob.device import default_device
         from cloob.models import get_tokenizer
         from cloob.model_source import load_model
 
         self.args = args
         self.t0 = time.perf_counter()
-        self.policy = read_policy(args)
+        self.policy = policy_from(args)
         device = default_device(args.device)
         self.model, self.meta = load_model(args.checkpoint, model_name=getattr(args, "model", None), device=device,
                                            warn=self.log)

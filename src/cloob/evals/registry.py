@@ -97,8 +97,8 @@ class Evaluator:
         return [o or dataset for o in COMMON] + shared + list(self.options)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Add every option (and the read-policy flags of :mod:`cloob.data.commands`) to ``parser``."""
-        from cloob.data.commands import add_read_arguments
+        """Add every option (and the read-policy flags of :func:`cloob.data.policy.add_read_arguments`) to ``parser``."""
+        from cloob.data.policy import add_read_arguments
 
         common = len(COMMON)
         for i, o in enumerate(self.all_options()):
@@ -305,7 +305,7 @@ def parse_args(name: str, argv: list) -> argparse.Namespace:
     Raises:
         EvalArgumentError: an unknown evaluator, or arguments its parser refuses.
     """
-    from cloob.cli import numbers_as_values
+    from cloob.argv import numbers_as_values
 
     ev = get(name)
     parser = _Parser(prog=f"cloob {name}" if ev is FINETUNE else f"cloob eval {name}", add_help=False)

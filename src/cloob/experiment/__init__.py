@@ -80,8 +80,7 @@ from cloob.experiment.grid import (COMPARE_KEYS, GRID_KEYS, NOT_HYPER, PREPARE, 
 from cloob.experiment.runner import (cell_commands, cell_threads, compare_and_report, run_cell, run_cell_in_worker,
                                      run_experiment)
 from cloob.experiment.select import metric_value, select
-from cloob.experiment.commands import add_commands, cmd_experiment
 
 __all__ = ["COMPARE_KEYS", "GRID_KEYS", "NOT_HYPER", "PREPARE", "Cell", "GridError", "expand", "load_grid",
            "cell_commands", "cell_threads", "compare_and_report", "run_cell", "run_cell_in_worker", "run_experiment",
-           "metric_value", "select", "add_commands", "cmd_experiment"]
+           "metric_value", "select"]

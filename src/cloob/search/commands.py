@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cloob.data.commands import add_read_arguments, read_policy
+from cloob.data.policy import add_read_arguments, policy_from
 
 
 def _log(msg: str) -> None:
@@ -57,7 +57,7 @@ def cmd_embed(args) -> int:
 
     _threads(args)
     enc = load_encoder(args.checkpoint, args.model, device=args.device, resize=args.resize, warn=_log)
-    rows = open_rows(args.data, args.kind, transform=enc.transform, policy=read_policy(args), strict=args.strict)
+    rows = open_rows(args.data, args.kind, transform=enc.transform, policy=policy_from(args), strict=args.strict)
     _log(f"encoder: {describe(enc.info)}")
     m = embed(enc, rows, args.out, batch_size=args.batch_size, chunk_size=args.chunk_size, num_workers=args.workers,
               dtype=args.dtype, resize=args.resize, progress=not args.no_progress, log=_log)

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import IterableDataset, Subset
 
 from cloob.data import BadSampleReport, DataError, image_transform, open_pairs, spec_slug
-from cloob.data.policy import ReadPolicy
+from cloob.data.policy import policy_from
 from cloob.device import default_device
 from cloob.distributed import get_rank, get_world_size, is_distributed
 from cloob.locking import lock_towers
@@ -135,7 +135,7 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     cached = _feature_cache(model, cfg)
     tokenizer = get_tokenizer(cfg.model)
     fmt = dict(csv_img_key=cfg.csv_img_key, csv_caption_key=cfg.csv_caption_key)
-    policy = read_policy(cfg)
+    policy = policy_from(cfg)
     if cfg.csv_separator is not None:
         fmt["csv_separator"] = cfg.csv_separator
     is_csv = cfg.train_data.lower().endswith((".csv", ".tsv"))
@@ -216,11 +216,6 @@ def _micro_batches_per_epoch(dataset, cfg: TrainConfig, world: int) -> int:
     return len(dataset) // (cfg.batch_size * world)
 
 
-def read_policy(cfg: TrainConfig) -> ReadPolicy:
-    """What the run's datasets may read (data root, path check, byte and pixel limits)."""
-    return ReadPolicy(cfg.data_root, cfg.allow_any_path, cfg.max_image_bytes, cfg.max_image_pixels)
-
-
 def _zeroshot_sets(cfg: TrainConfig, eval_tf) -> list:
     """(metric key of top-1, of top-5 or None, dataset, classnames, templates) for the zero-shot hook.
 
@@ -233,7 +228,7 @@ def _zeroshot_sets(cfg: TrainConfig, eval_tf) -> list:
     from cloob.evals import prompts
     from cloob.evals.templates import default_templates, load_templates
 
-    read = dict(image_transform=eval_tf, strict=cfg.strict, policy=read_policy(cfg))
+    read = dict(image_transform=eval_tf, strict=cfg.strict, policy=policy_from(cfg))
     sets = []
     for spec in cfg.zeroshot:
         name, sep, root = spec.partition(":")
