@@ -8,27 +8,14 @@ Light at import: torch and the data readers load inside the methods.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
+from cloob.data import spec_slug
+
 
 # ------------------------------------------------------------------ names and directories
-def dataset_slug(spec: str) -> str:
-    """'scenes-scene:/x/cache' -> 'scenes-scene-cache'; 'cifar10-test:' -> 'cifar10-test'."""
-    from cloob.data import PREFIXES
-
-    spec = str(spec)
-    head, sep, rest = spec.partition(":")
-    prefix = head if sep and head in PREFIXES else ""
-    rest = rest if prefix else spec
-    name = Path(rest.rstrip("/")).name if rest else ""
-    name = re.sub(r"\.(csv|tsv|tar)$", "", name)
-    slug = "-".join(s for s in (prefix, name) if s)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", slug).strip("-") or "dataset"
-
-
 def default_out(checkpoint: str | Path) -> Path:
     """``<run>/eval`` for ``<run>/checkpoints/step-…``; ``<dir>/eval-<stem>`` for a weights file; else ``<checkpoint>/eval``."""
     ckpt = Path(checkpoint)
@@ -47,7 +34,7 @@ def default_cache_dir(checkpoint: str | Path) -> Path:
 
 def result_path(out: str | Path, evaluator: str, spec: str) -> Path:
     """Where an evaluator's result JSON for a dataset spec goes: ``<out>/<evaluator>-<dataset slug>.json``."""
-    return Path(out) / f"{evaluator}-{dataset_slug(spec)}.json"
+    return Path(out) / f"{evaluator}-{spec_slug(spec)}.json"
 
 
 # ------------------------------------------------------------------ the loaded checkpoint
@@ -89,7 +76,7 @@ class Context:
         # another read policy may skip other samples: its features are cached apart (the default's keys stay)
         read = str(spec) if self.policy == DEFAULT_POLICY else f"{spec} {self.policy!r}"
         key = cache_key(self.ckpt, self.meta.get("step"), read, self.transform, kind)
-        return cache_path(self.cache_dir, key, dataset_slug(spec), kind)
+        return cache_path(self.cache_dir, key, spec_slug(spec), kind)
 
     def labelled(self, spec: str):
         """(dataset, Features) of a labelled spec, features from the cache when present."""
@@ -119,7 +106,7 @@ class Context:
         """Write the result JSON (atomically) to ``<out>/<evaluator>-<slug>.json``; returns (path, result)."""
         cfg = self.meta.get("config") or {}
         result = {
-            "evaluator": evaluator, "dataset": str(spec), "dataset_slug": dataset_slug(spec),
+            "evaluator": evaluator, "dataset": str(spec), "dataset_slug": spec_slug(spec),
             "checkpoint": str(self.ckpt), "step": self.meta.get("step"), "method": self.meta.get("method"),
             "model": self.meta.get("model"), "seed": cfg.get("seed") if isinstance(cfg, dict) else None,
             "seconds": round(time.perf_counter() - self.t0, 3), "metrics": metrics, "details": details or {},

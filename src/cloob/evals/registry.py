@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from cloob.data import spec_slug
 from cloob.errors import CloobError
-from cloob.evals.context import (Context, classnames, dataset_labels, dataset_slug, format_table, split_metrics,
+from cloob.evals.context import (Context, classnames, dataset_labels, format_table, split_metrics,
                                  templates, train_test)
 
 
@@ -158,8 +159,8 @@ def _few_shot(ctx: Context, spec: str, args) -> dict:
     m = fewshot(train.features, train.labels, test.features, test.labels, ks=ks, seeds=args.seeds, C=args.C,
                 zeroshot_top1=zs)
     metrics, details = split_metrics(m)
-    png = ctx.out / f"few-shot-{dataset_slug(spec)}.png"
-    plot_fewshot(m, png, title=f"{ctx.meta.get('method')} step {ctx.meta.get('step')} · {dataset_slug(spec)}")
+    png = ctx.out / f"few-shot-{spec_slug(spec)}.png"
+    plot_fewshot(m, png, title=f"{ctx.meta.get('method')} step {ctx.meta.get('step')} · {spec_slug(spec)}")
     details["protocol"] = note
     return {"metrics": metrics, "details": details, "bad": test.report, "files": {"plot": str(png)}}
 
@@ -184,7 +185,7 @@ def _confusions(ctx: Context, spec: str, args) -> dict:
     pred = (feats.features @ W.T).argmax(1)
     metrics, details = split_metrics(evaluate_confusions(pred, feats.labels, classes, top=args.top))
     cfg = preprocess_cfg(ctx.model)
-    png = ctx.out / f"confusions-{dataset_slug(spec)}.png"
+    png = ctx.out / f"confusions-{spec_slug(spec)}.png"
     mistakes_grid(ds, feats.indices, feats.labels, pred, classes, png, mean=cfg["mean"], std=cfg["std"])
     return {"metrics": metrics, "details": details, "bad": feats.report, "files": {"mistakes": str(png)}}
 
@@ -228,7 +229,7 @@ def _finetune(ctx: Context, spec: str, args) -> dict:
                        weight_decay=args.weight_decay, max_steps=args.max_steps, batch_size=args.batch_size,
                        num_workers=args.workers, seed=args.seed, classes=classes, progress=True)
     evaluator = f"finetune-{args.head}-{args.unfreeze}"
-    name = f"{evaluator}-{dataset_slug(spec)}"
+    name = f"{evaluator}-{spec_slug(spec)}"
     ctx.out.mkdir(parents=True, exist_ok=True)
     files = {"head": str(ctx.out / f"{name}.head.safetensors")}
     save_safetensors({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, files["head"])
