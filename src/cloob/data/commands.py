@@ -54,8 +54,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if report.n_bad else 0
 
 
+def cmd_flickr8k(args: argparse.Namespace) -> int:
+    from cloob.data.flickr8k import SPLITS, extract_flickr8k
+
+    folder = extract_flickr8k(args.out, args.tar)
+    print(f"Flickr8k at {folder}: " + ", ".join(f"{s} {folder / (s + '.csv')}" for s in SPLITS))
+    print(f"train with --train-data {folder / 'train.csv'}; choose settings on val.csv, report test.csv")
+    return 0
+
+
 def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("data", help="datasets: write the built-in scenes data, check a source")
+    p = subparsers.add_parser("data", help="datasets: write the built-in scenes data, extract Flickr8k, check a source")
     sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
     s = sub.add_parser("scenes", help="generate the built-in scenes dataset (cached; a second run is a no-op)")
@@ -68,6 +77,12 @@ def add_commands(subparsers) -> None:
     s.add_argument("--n-eval", type=int, default=1000, help="images per evaluation split")
     s.add_argument("--workers", type=int, default=None, help="generator processes (default: CPUs, at most 4)")
     s.set_defaults(func=cmd_scenes)
+
+    f = sub.add_parser("flickr8k", help="extract the shared Flickr8k archive (human captions) to a cache; print "
+                                        "its CSV specs")
+    f.add_argument("--out", default=None, help="cache directory (default $CLOOB_CACHE/flickr8k or ~/.cache/cloob/flickr8k)")
+    f.add_argument("--tar", default=None, help="the archive (default <shared>/data/flickr8k/flickr8k.tar)")
+    f.set_defaults(func=cmd_flickr8k)
 
     c = sub.add_parser("check", help="read every sample of a source; print valid count and bad-sample report "
                                      "(exit 0 all valid, 1 some skipped, 2 error)")

@@ -70,7 +70,15 @@ def _prepare_cifar10_holdout(opts: dict) -> None:
     print(f"prepare: {len(held.indices)} held-out CIFAR-10 train images -> {out}", flush=True)
 
 
-PREPARE = {"scenes": _prepare_scenes, "cifar10_holdout": _prepare_cifar10_holdout}
+def _prepare_flickr8k(opts: dict) -> None:
+    """Extract the shared Flickr8k archive to ``out`` (default the user cache; never the repository)."""
+    from cloob.data.flickr8k import extract_flickr8k
+
+    _no_unknown(opts, ("out", "tar"), "prepare flickr8k")
+    extract_flickr8k(opts.get("out"), opts.get("tar"))
+
+
+PREPARE = {"scenes": _prepare_scenes, "cifar10_holdout": _prepare_cifar10_holdout, "flickr8k": _prepare_flickr8k}
 
 
 # ------------------------------------------------------------------ grid
