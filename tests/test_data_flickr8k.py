@@ -84,3 +84,24 @@ def test_the_shared_archive_has_the_documented_splits(tmp_path):
     assert counts == {"train": (5591, 27955), "val": (500, 2500), "test": (1000, 5000)}
     photos = {s: set(open_retrieval(str(folder / f"{s}.csv"), image_transform=None).paths) for s in counts}
     assert not (photos["train"] & photos["test"]) and not (photos["val"] & photos["test"])
+
+
+def test_flickr8k_specs_extract_on_first_use_and_read_each_split(tmp_path, monkeypatch):
+    from cloob.data import spec_kind, spec_slug
+
+    shared = tmp_path / "shared"
+    (shared / "data" / "flickr8k").mkdir(parents=True)
+    fake_archive(shared / "data" / "flickr8k" / "flickr8k.tar")
+    monkeypatch.setenv("CLOOB_SHARED", str(shared))
+    cache = tmp_path / "cache"
+    pairs = open_pairs(f"flickr8k:{cache}", image_transform=None, tokenizer=None)
+    assert len(pairs) == 4 and (cache / "flickr8k" / "images" / "train0.jpg").is_file()
+    val = open_retrieval(f"flickr8k-val:{cache}", image_transform=None)
+    test = open_retrieval(f"flickr8k-test:{cache}", image_transform=None)
+    assert [p.rsplit("/", 1)[-1] for p in val.paths] == ["val0.jpg", "val1.jpg"]
+    assert [p.rsplit("/", 1)[-1] for p in test.paths] == ["test0.jpg", "test1.jpg"]
+    assert (spec_kind("flickr8k:"), spec_kind("flickr8k-test:")) == ("pairs", "retrieval")
+    assert spec_slug("flickr8k-test:") == "flickr8k-test"
+    monkeypatch.setenv("CLOOB_CACHE", str(tmp_path / "default"))
+    assert len(open_retrieval("flickr8k-test:", image_transform=None)) == 2  # the default cache
+    assert (tmp_path / "default" / "flickr8k" / "flickr8k" / "test.csv").is_file()

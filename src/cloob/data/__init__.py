@@ -19,9 +19,13 @@ Spec strings:
 ``scenes-scene:<DIR>``             scenes scene-classification split (labelled)
 ``scenes-object:<DIR>``            scenes object-classification split (labelled)
 ``scenes-retrieval:<DIR>``         scenes retrieval split (retrieval)
+``flickr8k:[<DIR>]``               Flickr8k train split, human captions (pairs)
+``flickr8k-val:``/``flickr8k-test:``  Flickr8k val/test split (retrieval, 5 captions per photo)
 =================================  ==============================================
 
-CIFAR-10 specs with an empty path read ``shared_dir()/data/cifar10``.
+CIFAR-10 specs with an empty path read ``shared_dir()/data/cifar10``. Flickr8k specs read the CSVs that
+:func:`cloob.data.flickr8k.extract_flickr8k` extracts from ``shared_dir()/data/flickr8k/flickr8k.tar`` to
+``<DIR>`` (default ``$CLOOB_CACHE/flickr8k`` or ``~/.cache/cloob/flickr8k``), extracting on first use.
 """
 from __future__ import annotations
 
@@ -70,7 +74,13 @@ def _given(**options) -> dict:
 
 
 PREFIXES = ("wds", "scenes", "cifar10-captions", "cifar10", "cifar10-train", "cifar10-test", "scenes-scene",
-            "scenes-object", "scenes-retrieval")
+            "scenes-object", "scenes-retrieval", "flickr8k", "flickr8k-val", "flickr8k-test")
+
+
+def _flickr8k_csv(rest: str, split: str) -> str:
+    from cloob.data.flickr8k import extract_flickr8k
+
+    return str(extract_flickr8k(rest or None, log=lambda *_: None) / f"{split}.csv")
 
 
 def spec_slug(spec: str, short: bool = False) -> str:
@@ -95,9 +105,9 @@ def spec_slug(spec: str, short: bool = False) -> str:
 def spec_kind(spec: str) -> str:
     """'pairs', 'labelled' or 'retrieval': what a spec naturally opens as."""
     prefix, rest = _split(spec)
-    if prefix in ("wds", "scenes", "cifar10-captions"):
+    if prefix in ("wds", "scenes", "cifar10-captions", "flickr8k"):
         return "pairs"
-    if prefix == "scenes-retrieval":
+    if prefix in ("scenes-retrieval", "flickr8k-val", "flickr8k-test"):
         return "retrieval"
     if prefix:
         return "labelled"
@@ -136,11 +146,13 @@ def open_pairs(spec: str, *, image_transform: Callable | None, tokenizer: Callab
         ds = ScenesPairs(rest, image_transform=image_transform, tokenizer=tokenizer, **format_options)
     elif prefix == "cifar10-captions":
         ds = Cifar10Captions(rest or None, **common, **format_options)
+    elif prefix == "flickr8k":
+        ds = CsvPairs(_flickr8k_csv(rest, "train"), **common, **_given(policy=policy), **format_options)
     elif not prefix and rest.lower().endswith((".csv", ".tsv")):
         ds = CsvPairs(rest, **common, **_given(policy=policy), **format_options)
     else:
         raise DataError(f"cannot open {spec!r} as image-text pairs: expected a .csv/.tsv file, "
-                        "wds:<shards>, a .tar shard pattern, scenes:<DIR> or cifar10-captions:<DIR>")
+                        "wds:<shards>, a .tar shard pattern, scenes:<DIR>, cifar10-captions:<DIR> or flickr8k:")
     if check:
         first_valid(ds, str(spec))
     return ds
@@ -191,7 +203,10 @@ def open_retrieval(spec: str, *, image_transform: Callable | None, strict: bool 
     prefix, rest = _split(spec)
     if prefix == "scenes-retrieval":
         return ScenesRetrieval(rest, image_transform=image_transform)
-    if not prefix and rest.lower().endswith((".csv", ".tsv")):
+    if prefix in ("flickr8k-val", "flickr8k-test"):
+        rest = _flickr8k_csv(rest, prefix.split("-")[1])
+    if rest.lower().endswith((".csv", ".tsv")) and (not prefix or prefix.startswith("flickr8k")):
         return CsvRetrieval(rest, image_transform=image_transform, strict=strict, **_given(policy=policy),
                             **format_options)
-    raise DataError(f"cannot open {spec!r} as a retrieval set: expected scenes-retrieval:<DIR> or a .csv/.tsv")
+    raise DataError(f"cannot open {spec!r} as a retrieval set: expected scenes-retrieval:<DIR>, flickr8k-val:, "
+                    "flickr8k-test: or a .csv/.tsv")
