@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 import sys
 import time
+from contextlib import closing
+from itertools import islice
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -70,6 +73,108 @@ def _evaluate_and_keep_best(run, pos: Position, epoch: float, pbar, zeroshot: bo
     return metrics, False
 
 
+def _resume(run, log) -> Position:
+    """The position to start from: a checkpoint's (``resume``) or step 0; says which on rank 0."""
+    resume_from = resolve_resume(run, log)
+    if resume_from is None:
+        if run.cfg.resume == "auto" and get_rank() == 0:
+            log("resume auto: no checkpoint yet, starting from scratch")
+        return Position()
+    pos = restore(run, resume_from)
+    if get_rank() == 0:
+        log(f"resumed from {resume_from} (step {pos.step}, epoch {pos.epoch}, batch {pos.batch_in_epoch})")
+    return pos
+
+
+def _progress_bar(run, pos: Position):
+    """A tqdm bar on stderr (rank 0 with ``progress``), else None."""
+    if get_rank() != 0 or not run.cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=run.total_steps, initial=pos.step, unit="step", dynamic_ncols=True, desc=f"{run.cfg.method}",
+                file=sys.stderr)
+
+
+def _writer(pbar, log):
+    """Where a line goes: through the bar (so it does not break it) when there is one, else ``log``."""
+    return pbar.write if pbar is not None else log
+
+
+def micro_batches(run, pos: Position, pbar=None, log=print) -> Iterator[tuple[list, float]]:
+    """Each optimiser step's ``accum_steps`` micro-batches, with the time the step started, until the planned step.
+
+    One loader per epoch, started at ``pos.batch_in_epoch`` (exact resume); a new
+    one once the caller has rolled ``pos`` over (:meth:`Position.next_epoch`).
+    Before a step's batches are drawn the global torch RNG is re-seeded from
+    (seed, rank, step): the step's random numbers then depend on nothing before
+    it, which makes a resumed run bitwise equal to an uninterrupted one.
+
+    A loader that runs out before the epoch's last step (a pass shorter than
+    ``steps_per_epoch``, or batches of bad samples only) is announced and the
+    next epoch starts.
+
+    Raises:
+        DataError: a whole pass gave no step (it would otherwise loop for ever).
+    """
+    cfg, rank = run.cfg, get_rank()
+    while pos.step < run.total_steps:
+        epoch = pos.epoch
+        if isinstance(run.dataset, SeededSamples):  # its augmentations are seeded by (seed, epoch, sample)
+            run.dataset.epoch = epoch
+        loader = make_loader(run.dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, rank=rank,
+                             world_size=get_world_size(), num_workers=cfg.workers, drop_last=True,
+                             start_batch=pos.batch_in_epoch, report=run.report)
+        with closing(iter(loader)) as batches:  # closed at once when the caller stops (it logs its pass)
+            while pos.epoch == epoch and pos.step < run.total_steps:
+                torch.manual_seed(step_seed(cfg.seed, rank, pos.step))
+                t0 = time.perf_counter()
+                micro = list(islice(batches, cfg.accum_steps))
+                if len(micro) == cfg.accum_steps:
+                    yield micro, t0
+                    continue
+                steps_this_epoch = pos.batch_in_epoch // cfg.accum_steps
+                if steps_this_epoch == 0:
+                    raise DataError(f"{cfg.train_data}: a whole pass gave no step of {cfg.accum_steps}×"
+                                    f"{cfg.batch_size} samples per process; lower batch_size")
+                if rank == 0:
+                    _writer(pbar, log)(f"epoch {epoch}: the data ran out after {steps_this_epoch} of "
+                                       f"{run.steps_per_epoch} steps_per_epoch; the next epoch starts now")
+                pos.next_epoch()
+
+
+def _log_step(run, pos: Position, out: dict, now: dict, micro: list, t0: float, *, watch: CollapseWatch, pbar,
+              log, t_start: float) -> None:
+    """A step's output: the collapse warning, its ``train`` record every ``log_every`` steps, the progress bar.
+
+    Call it after ``pos`` has counted the step and before an epoch rollover (the
+    record's fractional epoch comes from ``pos``); ``t0`` is when the step started.
+    """
+    pairs_per_s = sum(len(b[0]) for b in micro) * get_world_size() / (time.perf_counter() - t0)
+    if get_rank() == 0:
+        n = len(out["features"][0])
+        bias = run.model.logit_bias
+        warning = watch.update(pos.step, out["loss"], n, float(run.model.inv_tau.detach()), now["method"],
+                               None if bias is None else float(bias.detach()))
+        if warning:
+            _writer(pbar, log)(warning)
+        if pos.step % run.cfg.log_every == 0 or pos.step == 1 or pos.step == run.total_steps:
+            epoch = pos.epoch + pos.batch_in_epoch // run.cfg.accum_steps / run.steps_per_epoch
+            log_record(run, train_record(run, out, pos.step, epoch, now["lr"], now["method"], pairs_per_s,
+                                         pos.skipped_steps, t_start))
+    if pbar is not None:
+        pbar.update(1)
+        pbar.set_postfix(loss=f"{out['loss']:.4f}", pairs_s=f"{pairs_per_s:.0f}", refresh=False)
+
+
+def _stopped(run, pos: Position, stop: StopFlag, log) -> None:
+    """The line that says a signal stopped the run, and how to resume it."""
+    if get_rank() == 0:
+        log(f"\n{stop.name} received: stopped after step {pos.step} and saved a checkpoint in "
+            f"{run.run_dir / 'checkpoints'}.\nResume with: cloob train --config "
+            f"{run.run_dir / 'config.yaml'} --resume auto")
+
+
 def train(cfg: TrainConfig, log=print) -> dict:
     """Run (or resume) a training run; returns a summary dict.
 
@@ -78,24 +183,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
             good checkpoint stays intact).
     """
     run = setup(cfg, log)
-    rank, world = get_rank(), get_world_size()
-    pos = Position()
-    resume_from = resolve_resume(run, log)
-    if resume_from is not None:
-        pos = restore(run, resume_from)
-        if rank == 0:
-            log(f"resumed from {resume_from} (step {pos.step}, epoch {pos.epoch}, batch {pos.batch_in_epoch})")
-    elif cfg.resume == "auto" and rank == 0:
-        log("resume auto: no checkpoint yet, starting from scratch")
+    pos = _resume(run, log)
     write_run_info(run)
     open_logs(run, pos.step)
     summary = {"run_dir": str(run.run_dir), "interrupted": False}
-    pbar = None
-    if rank == 0 and cfg.progress:
-        from tqdm import tqdm
-
-        pbar = tqdm(total=run.total_steps, initial=pos.step, unit="step", dynamic_ncols=True,
-                    desc=f"{cfg.method}", file=sys.stderr)
+    pbar = _progress_bar(run, pos)
     eval_every = cfg.eval_every or run.steps_per_epoch
     save_every = cfg.save_every or run.steps_per_epoch
     watch = CollapseWatch(cfg.collapse_warn_steps, cfg.method)
@@ -104,87 +196,38 @@ def train(cfg: TrainConfig, log=print) -> dict:
     run.ddp.train()
     try:
         with StopFlag() as stop:
-            while pos.step < run.total_steps and not summary["interrupted"]:
-                if isinstance(run.dataset, SeededSamples):
-                    run.dataset.epoch = pos.epoch
-                loader = make_loader(run.dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=pos.epoch,
-                                     rank=rank, world_size=world, num_workers=cfg.workers, drop_last=True,
-                                     start_batch=pos.batch_in_epoch, report=run.report)
-                micro = []
+            for micro, t0 in micro_batches(run, pos, pbar, log):
+                now = apply_schedules(run, pos.step)
+                out = train_step(run, micro, now["method"])
+                pos.advance(cfg.accum_steps)
+                _count_skip(run, pos, out, log)
+                _log_step(run, pos, out, now, micro, t0, watch=watch, pbar=pbar, log=log, t_start=t_start)
                 steps_this_epoch = pos.batch_in_epoch // cfg.accum_steps
-                torch.manual_seed(step_seed(cfg.seed, rank, pos.step))
-                t0 = time.perf_counter()
-                for batch in loader:
-                    micro.append(batch)
-                    if len(micro) < cfg.accum_steps:
-                        continue
-                    now = apply_schedules(run, pos.step)
-                    out = train_step(run, micro, now["method"])
-                    pairs = sum(len(b[0]) for b in micro) * world
-                    micro = []
-                    pos.step += 1
-                    pos.batch_in_epoch += cfg.accum_steps
-                    steps_this_epoch += 1
-                    _count_skip(run, pos, out, log)
-                    dt = time.perf_counter() - t0
-                    if rank == 0:
-                        n = len(out["features"][0])
-                        warning = watch.update(pos.step, out["loss"], n, float(run.model.inv_tau.detach()), now["method"])
-                        if warning:
-                            (pbar.write if pbar is not None else log)(warning)
-                        if pos.step % cfg.log_every == 0 or pos.step == 1 or pos.step == run.total_steps:
-                            log_record(run, train_record(
-                                run, out, pos.step, pos.epoch + steps_this_epoch / run.steps_per_epoch, now["lr"],
-                                now["method"], pairs / dt, pos.skipped_steps, t_start))
-                    if pbar is not None:
-                        pbar.update(1)
-                        pbar.set_postfix(loss=f"{out['loss']:.4f}", pairs_s=f"{pairs / dt:.0f}", refresh=False)
-                    epoch_done = steps_this_epoch >= run.steps_per_epoch
-                    done = pos.step >= run.total_steps
-                    if epoch_done:
-                        pos.epoch += 1
-                        pos.batch_in_epoch = 0
-                    saved = False
-                    # zero-shot every zeroshot_every epochs and at the end (open_clip's --zeroshot-frequency)
-                    zs_due = done or (epoch_done and cfg.zeroshot_every > 0 and pos.epoch % cfg.zeroshot_every == 0)
-                    if pos.step % eval_every == 0 or done or zs_due:
-                        epoch = pos.epoch + (0 if epoch_done else steps_this_epoch / run.steps_per_epoch)
-                        metrics, saved = _evaluate_and_keep_best(run, pos, epoch, pbar,
-                                                                 zeroshot=zs_due or cfg.zeroshot_every == 0)
-                        last_metrics = metrics or last_metrics
-                    interrupted = stop.agreed(run.device)
-                    # periodic saves only after good steps: a checkpoint never lands inside a non-finite streak
-                    if not saved and ((pos.step % save_every == 0 and not out["skipped"]) or done or interrupted):
-                        save(run, pos, last_metrics)
-                    if interrupted:
-                        summary["interrupted"] = True
-                        summary["signal"] = stop.signum
-                        if rank == 0:
-                            log(f"\n{stop.name} received: stopped after step {pos.step} and saved a checkpoint in "
-                                f"{run.run_dir / 'checkpoints'}.\nResume with: cloob train --config "
-                                f"{run.run_dir / 'config.yaml'} --resume auto")
-                        break
-                    if done or epoch_done:
-                        break
-                    torch.manual_seed(step_seed(cfg.seed, rank, pos.step))
-                    t0 = time.perf_counter()
-                else:
-                    # the loader ran out before the epoch's last step: a pass shorter than steps_per_epoch, or batches
-                    # of bad samples only; say so, and stop rather than loop for ever on a pass without a single step
-                    if steps_this_epoch == 0:
-                        raise DataError(f"{cfg.train_data}: a whole pass gave no step of {cfg.accum_steps}×"
-                                        f"{cfg.batch_size} samples per process; lower batch_size")
-                    if rank == 0:
-                        (pbar.write if pbar is not None else log)(
-                            f"epoch {pos.epoch}: the data ran out after {steps_this_epoch} of {run.steps_per_epoch} "
-                            "steps_per_epoch; the next epoch starts now")
-                    pos.epoch += 1
-                    pos.batch_in_epoch = 0
+                epoch_done = steps_this_epoch >= run.steps_per_epoch
+                done = pos.step >= run.total_steps
+                if epoch_done:
+                    pos.next_epoch()  # micro_batches then starts the next epoch's loader
+                saved = False
+                # zero-shot every zeroshot_every epochs and at the end (open_clip's --zeroshot-frequency)
+                zs_due = done or (epoch_done and cfg.zeroshot_every > 0 and pos.epoch % cfg.zeroshot_every == 0)
+                if pos.step % eval_every == 0 or done or zs_due:
+                    epoch = pos.epoch + (0 if epoch_done else steps_this_epoch / run.steps_per_epoch)
+                    metrics, saved = _evaluate_and_keep_best(run, pos, epoch, pbar,
+                                                             zeroshot=zs_due or cfg.zeroshot_every == 0)
+                    last_metrics = metrics or last_metrics
+                interrupted = stop.agreed(run.device)
+                # periodic saves only after good steps: a checkpoint never lands inside a non-finite streak
+                if not saved and ((pos.step % save_every == 0 and not out["skipped"]) or done or interrupted):
+                    save(run, pos, last_metrics)
+                if interrupted:
+                    summary.update(interrupted=True, signal=stop.signum)
+                    _stopped(run, pos, stop, log)
+                    break
     finally:
         if pbar is not None:
             pbar.close()
         close_logs(run)
-    if rank == 0 and run.report.n_bad:
+    if get_rank() == 0 and run.report.n_bad:
         log(run.report.format())
     if is_distributed():
         dist.barrier()  # rank 0 may still be writing the final checkpoint

@@ -30,6 +30,16 @@ class Position:
     best_val_loss: float = math.inf
     best_checkpoint: str = ""
 
+    def advance(self, micro_batches: int) -> None:
+        """Count one optimiser step that consumed ``micro_batches`` batches of this epoch."""
+        self.step += 1
+        self.batch_in_epoch += micro_batches
+
+    def next_epoch(self) -> None:
+        """Roll over to the start of the next epoch (a new loader pass begins at its first batch)."""
+        self.epoch += 1
+        self.batch_in_epoch = 0
+
 
 def rng_state() -> dict:
     np_state = np.random.get_state()
