@@ -83,7 +83,7 @@ def test_wrong_types_and_values_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="learn_inv_tau must be true or false"):
         build_config(str(cfg))
     with pytest.raises(ConfigError, match="method must be one of"):
-        build_config(None, {"train_data": "x", "method": "siglip"})
+        build_config(None, {"train_data": "x", "method": "sigmoid-loob"})
     with pytest.raises(ConfigError, match="train_data is required"):
         build_config(None, {})
 
@@ -476,7 +476,7 @@ def test_a_run_sitting_at_the_collapsed_loss_warns_once(scenes, tmp_path, monkey
     from cloob.embedding_stats import collapsed_loss
     from cloob.train import loop, step
 
-    def collapsed(method, x, y, inv_tau, beta):  # every step lands exactly on the all-identical value
+    def collapsed(method, x, y, inv_tau, beta, logit_bias=None):  # every step lands exactly on the all-identical value
         return (x * 0).sum() + (y * 0).sum() + collapsed_loss("infoloob", len(x), float(inv_tau))
 
     monkeypatch.setattr(step, "method_loss", collapsed)

@@ -17,8 +17,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 import numpy as np  # noqa: E402
 
-METHOD_COLOURS = {"clip": "#1f77b4", "cloob": "#d62728", "infoloob": "#2ca02c", "infonce-hopfield": "#9467bd"}
-_FALLBACK = ["#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+# every method of cloob.methods has its own hue (the report's dots, curves and budget figures)
+METHOD_COLOURS = {"clip": "#1f77b4", "cloob": "#d62728", "infoloob": "#2ca02c", "infonce-hopfield": "#9467bd",
+                  "siglip": "#ff7f0e", "siglip-hopfield": "#8c564b"}
+_FALLBACK = ["#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
 def method_colour(method: str | None) -> str:

@@ -25,7 +25,7 @@ from cloob import checkpoint as ckpt
 from cloob.train.config import TrainConfig
 from cloob.train.evaluate import evaluate
 from cloob.train.logs import CollapseWatch, close_logs, log_record, open_logs, train_record, write_run_info
-from cloob.train.run import SeededSamples, setup
+from cloob.train.run import setup
 from cloob.train.signals import StopFlag
 from cloob.train.state import Position, restore, resolve_resume, save, step_seed
 from cloob.train.step import apply_schedules, train_step
@@ -120,8 +120,8 @@ def micro_batches(run, pos: Position, pbar=None, log=print) -> Iterator[tuple[li
     cfg, rank = run.cfg, get_rank()
     while pos.step < run.total_steps:
         epoch = pos.epoch
-        if isinstance(run.dataset, SeededSamples):  # its augmentations are seeded by (seed, epoch, sample)
-            run.dataset.epoch = epoch
+        if hasattr(run.dataset, "set_epoch"):  # SeededSamples: augmentations seeded by (seed, epoch, sample)
+            run.dataset.set_epoch(epoch)
         loader = make_loader(run.dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, rank=rank,
                              world_size=get_world_size(), num_workers=cfg.workers, drop_last=True,
                              start_batch=pos.batch_in_epoch, report=run.report)

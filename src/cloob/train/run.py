@@ -96,6 +96,10 @@ class SeededSamples(torch.utils.data.Dataset):
     def __init__(self, dataset, seed: int):
         self.dataset, self.seed, self.epoch = dataset, int(seed), 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose augmentations the next reads draw (as ``DistributedSampler.set_epoch``)."""
+        self.epoch = int(epoch)
+
     def __len__(self) -> int:
         return len(self.dataset)
 

@@ -16,6 +16,7 @@ import torch
 
 from cloob.distributed import get_rank
 from cloob import checkpoint as ckpt
+from cloob.seeding import mix_seed
 
 
 @dataclass
@@ -66,7 +67,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
-    return (seed * 1_000_003 + rank * 7_919 + step) % (2**63 - 1)
+    """The global RNG's seed before optimiser step ``step`` on process ``rank`` (dropout, augmentation)."""
+    return mix_seed(seed, rank, step)
 
 
 def save(run, pos: Position, metrics: dict | None = None) -> Path | None:
