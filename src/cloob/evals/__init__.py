@@ -14,6 +14,8 @@ compare            mean ± std over runs per method, Welch's t-test marks
 features           encoding with a progress bar, and the on-disk feature cache
 templates          the prompt-template sets and class-name files
 prompts            class names and templates of benchmark datasets, from clip-benchmark and open_clip
-commands           ``cloob eval ...``, ``cloob finetune``, ``cloob compare``
+registry           every evaluator by name: function, options and defaults (``cloob eval``, experiment, benchmark)
+context            a loaded model for the evaluators: feature cache, output directory, result JSON
+commands           ``cloob eval ...``, ``cloob finetune``, ``cloob compare`` (argparse only)
 =================  ==========================================================
 """
