@@ -62,7 +62,7 @@ COMMON = (
     opt("--resize", choices=("bicubic", "bilinear"), default="bicubic", help="interpolation to the model's input size"),
 )
 LABELLED_SPEC = "labelled spec (image folder, .tar, cifar10-test:, scenes-scene:DIR, scenes-object:DIR)"
-RETRIEVAL_SPEC = "retrieval spec (scenes-retrieval:DIR, CSV)"
+RETRIEVAL_SPEC = "retrieval spec (scenes-retrieval:DIR, flickr8k-val:, flickr8k-test:, CSV)"
 GROUPS = {
     "zeroshot": (
         opt("--templates", default=None, help="template set (cifar, imagenet, generic, scenes, scenes-object) "
