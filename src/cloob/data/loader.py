@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from cloob.data.bad import BadSample, BadSampleReport, DataError
+from cloob.seeding import mix_seed
 
 log = logging.getLogger("cloob.data")
 
@@ -91,7 +92,7 @@ class PairLoader:
         # A private generator (seeded by seed and epoch) draws the workers' base seed, so creating
         # an iterator neither consumes nor depends on the global RNG (exact resume).
         gen = torch.Generator()
-        gen.manual_seed(int(self.seed) * 1_000_003 + int(self.epoch))
+        gen.manual_seed(mix_seed(self.seed, self.epoch))
         common = dict(num_workers=self.num_workers, collate_fn=collate, generator=gen,
                       persistent_workers=False, pin_memory=False)
         if self.iterable:
