@@ -226,6 +226,7 @@ def create_model(
     precision: str = "fp32",
     logit_bias: float | None = None,
     learn_logit_bias: bool = True,
+    channels_last: bool = True,
     **model_kwargs,
 ) -> tuple[ContrastiveModel, Callable, Callable]:
     """Build a model through open_clip.
@@ -238,6 +239,7 @@ def create_model(
         inv_tau, learn_inv_tau: initial 1/tau and whether it is learned.
         hopfield_beta, learn_hopfield_beta: β of the Hopfield memory (None = no memory).
         logit_bias, learn_logit_bias: initial b of the sigmoid loss and whether it is learned (None = no bias).
+        channels_last: NHWC memory format for ResNet/timm image towers.
             A ``pretrained`` file's ``logit_bias`` is loaded when the model has one and ignored otherwise.
 
     Tower models (:data:`TOWER_MODELS`, e.g. "cloob-minilm-efficientnet-lite0") start their
@@ -269,7 +271,7 @@ def create_model(
                 model_name, pretrained=None, device=device, precision=precision, **model_kwargs
             )
     model = ContrastiveModel(clip, model_name, inv_tau, learn_inv_tau, hopfield_beta, learn_hopfield_beta,
-                             logit_bias=logit_bias, learn_logit_bias=learn_logit_bias)
+                             logit_bias=logit_bias, learn_logit_bias=learn_logit_bias, channels_last=channels_last)
     if pretrained is not None:
         state = load_state_dict_file(pretrained)
         # the temperature and the bias belong to the run's objective, not to the towers: they keep the values

@@ -66,13 +66,13 @@ class PairLoader:
     """Iterable of ``(images, tokens)`` (or ``(images, labels)``) batches; see :func:`make_loader`."""
 
     def __init__(self, dataset, batch_size, *, shuffle, seed, epoch, rank, world_size, num_workers,
-                 drop_last, start_batch, report):
+                 drop_last, start_batch, report, pin_memory=False):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
         self.dataset, self.batch_size = dataset, batch_size
         self.shuffle, self.seed, self.epoch = shuffle, seed, epoch
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
-        self.drop_last, self.start_batch = drop_last, start_batch
+        self.drop_last, self.start_batch, self.pin_memory = drop_last, start_batch, pin_memory
         self.report = report if report is not None else BadSampleReport(getattr(dataset, "name", ""))
         self.iterable = isinstance(dataset, IterableDataset)
         if not self.iterable:
@@ -94,7 +94,7 @@ class PairLoader:
         gen = torch.Generator()
         gen.manual_seed(mix_seed(self.seed, self.epoch))
         common = dict(num_workers=self.num_workers, collate_fn=collate, generator=gen,
-                      persistent_workers=False, pin_memory=False)
+                      persistent_workers=False, pin_memory=self.pin_memory)
         if self.iterable:
             self.dataset.configure(rank=self.rank, world_size=self.world_size, seed=self.seed,
                                    epoch=self.epoch, shuffle=self.shuffle)
@@ -132,7 +132,7 @@ class PairLoader:
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, epoch: int = 0,
                 rank: int = 0, world_size: int = 1, num_workers: int = 0, drop_last: bool = True,
-                start_batch: int = 0, report: BadSampleReport | None = None) -> PairLoader:
+                start_batch: int = 0, report: BadSampleReport | None = None, pin_memory: bool = False) -> PairLoader:
     """Batches of ``(images (B,3,H,W) float, tokens (B, context_length) long)``.
 
     Deterministic given (seed, epoch). Map-style datasets: rank ``rank`` reads
@@ -142,10 +142,11 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
     read and discarded. Bad samples are dropped from their batch (B may be
     smaller) and counted into ``report`` (a new one is made if None; see
     ``loader.report``). An epoch with bad samples and no valid one raises :class:`DataError`.
+    ``pin_memory``: batches in page-locked memory, for non-blocking copies to a GPU.
     """
     return PairLoader(dataset, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank,
                       world_size=world_size, num_workers=num_workers, drop_last=drop_last,
-                      start_batch=start_batch, report=report)
+                      start_batch=start_batch, report=report, pin_memory=pin_memory)
 
 
 def first_valid(dataset, name: str, limit: int | None = None) -> None:

@@ -21,7 +21,9 @@ from cloob.data.policy import DEFAULT_POLICY
 from cloob.methods import METHODS, uses_bias  # no torch: the CLI builds its parser from this module
 
 SCHEDULES = ("cosine", "cosine-restarts", "constant")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16")  # cloob.train.precision says what each does
+COMPILE_MODES = ("none", "model", "loss", "step")
+ADAMW_IMPLS = ("auto", "fused", "foreach", "for-loop")
 
 
 class ConfigError(CloobError, ValueError):
@@ -93,7 +95,12 @@ class TrainConfig:
     restart_steps: typing.Optional[int] = None  # cycle length of cosine-restarts
     min_lr: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA, gradient scaler) | pure_bf16
+    grad_checkpointing: bool = False  # recompute the towers' activations in the backward pass
+    torch_compile: str = "none"  # none | model | loss | step (a failed compile warns and runs eagerly)
+    channels_last: bool = True  # NHWC convolutions for ResNet/timm image towers
+    pin_memory: typing.Optional[bool] = None  # pinned batches and non-blocking copies; default: on with CUDA
+    adamw: str = "auto"  # auto (fused on CUDA, foreach elsewhere) | fused | foreach | for-loop
     seed: int = 0
     threads: typing.Optional[int] = None
     device: str = "auto"  # auto | cpu | cuda
@@ -144,6 +151,9 @@ class TrainConfig:
         checks = [
             (cfg.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}"),
             (cfg.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {cfg.precision!r}"),
+            (cfg.torch_compile in COMPILE_MODES,
+             f"torch_compile must be one of {COMPILE_MODES}, got {cfg.torch_compile!r}"),
+            (cfg.adamw in ADAMW_IMPLS, f"adamw must be one of {ADAMW_IMPLS}, got {cfg.adamw!r}"),
             (cfg.resize in ("bicubic", "bilinear"), f"resize must be bicubic or bilinear, got {cfg.resize!r}"),
             (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}"),
             (cfg.batch_size >= 1, "batch_size must be >= 1"),
@@ -270,6 +280,10 @@ HELP = {
     "inv_tau": "1/tau (open_clip's exp(logit_scale)); default 1/0.07 for clip, 10 otherwise",
     "logit_bias": "the sigmoid methods' bias b (default -10, SigLIP's initialisation)",
     "hopfield_beta": "the Hopfield methods' inverse temperature (default 14.3)",
+    "precision": "fp32, bf16 (autocast), fp16 (autocast + gradient scaler; CUDA only) or pure_bf16 (bf16 weights)",
+    "torch_compile": "none, model (the towers), loss or step (both); a failed compile warns and runs eagerly",
+    "adamw": "AdamW implementation: auto (fused on CUDA, foreach elsewhere), fused, foreach or for-loop",
+    "pin_memory": "pinned batches and non-blocking host-to-device copies (default: on with CUDA)",
     "clip_warm_start": "fraction of the run trained first with clip's loss (siglip's for siglip-hopfield); "
                        "default 0.5 for the Hopfield methods, 0 otherwise",
 }

@@ -124,7 +124,7 @@ def micro_batches(run, pos: Position, pbar=None, log=print) -> Iterator[tuple[li
             run.dataset.set_epoch(epoch)
         loader = make_loader(run.dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, rank=rank,
                              world_size=get_world_size(), num_workers=cfg.workers, drop_last=True,
-                             start_batch=pos.batch_in_epoch, report=run.report)
+                             start_batch=pos.batch_in_epoch, report=run.report, pin_memory=run.pin_memory)
         with closing(iter(loader)) as batches:  # closed at once when the caller stops (it logs its pass)
             while pos.epoch == epoch and pos.step < run.total_steps:
                 torch.manual_seed(step_seed(cfg.seed, rank, pos.step))

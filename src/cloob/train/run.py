@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -21,9 +22,12 @@ from cloob.data.policy import policy_from
 from cloob.device import default_device
 from cloob.distributed import get_rank, get_world_size, is_distributed
 from cloob.locking import lock_towers
+from cloob.losses import method_loss
 from cloob.models import create_model, get_tokenizer, register_model_config
 from cloob.seeding import mix_seed
 from cloob.train.config import ConfigError, TrainConfig
+from cloob.train.precision import (Compiled, adamw_options, device_problem, make_scaler, pin_memory,
+                                   to_pure_bf16)
 from cloob.train.schedule import Schedules
 
 
@@ -46,6 +50,10 @@ class Run:
     zeroshot_sets: list = field(default_factory=list)
     writer: object | None = None
     metrics_file: object | None = None
+    scaler: object | None = None  # fp16's torch.amp.GradScaler (checkpointed)
+    forward: Callable | None = None  # the towers' forward (ddp, or its torch.compile)
+    loss_fn: Callable | None = None  # method_loss, or its torch.compile
+    pin_memory: bool = False
 
 
 def init_distributed() -> None:
@@ -124,6 +132,9 @@ def setup(cfg: TrainConfig, log=print) -> Run:
         from cloob.checkpoint import resolve_checkpoint
 
         pretrained = str(resolve_checkpoint(pretrained) / "model.safetensors")
+    problem = device_problem(cfg.precision, device)
+    if problem:
+        raise ConfigError(problem)
     model, _, _ = create_model(
         cfg.model,
         pretrained=pretrained,
@@ -134,7 +145,12 @@ def setup(cfg: TrainConfig, log=print) -> Run:
         logit_bias=cfg.logit_bias,
         learn_logit_bias=cfg.learn_logit_bias,
         device=device,
+        channels_last=cfg.channels_last,
     )
+    if cfg.grad_checkpointing:
+        model.clip.set_grad_checkpointing(True)
+    if cfg.precision == "pure_bf16":
+        to_pure_bf16(model)
     lock_towers(model, cfg.lock_image, cfg.lock_text, cfg.lock_image_unlocked_groups, cfg.lock_text_unlocked_layers)
     cached = _feature_cache(model, cfg)
     tokenizer = get_tokenizer(cfg.model)
@@ -175,12 +191,16 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     if is_distributed():
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+        **adamw_options(cfg.adamw, device)
     )
     zeroshot_sets = _zeroshot_sets(cfg, eval_tf) if (cfg.zeroshot or cfg.imagenet_val or cfg.imagenet_v2) else []
     schedules = Schedules.from_config(cfg, total_steps)
     run = Run(cfg, run_dir, device, model, ddp, optimizer, dataset, val_dataset, steps_per_epoch, total_steps,
-              schedules, BadSampleReport(cfg.train_data), zeroshot_sets)
+              schedules, BadSampleReport(cfg.train_data), zeroshot_sets, scaler=make_scaler(cfg.precision, device),
+              forward=Compiled(ddp, "model", log) if cfg.torch_compile in ("model", "step") else ddp,
+              loss_fn=Compiled(method_loss, "loss", log) if cfg.torch_compile in ("loss", "step") else method_loss,
+              pin_memory=pin_memory(cfg.pin_memory, device))
     if rank == 0:
         log(f"cloob train: {cfg.method} · {cfg.model} · {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
             f"params · {world} process(es) on {device} · global batch {cfg.batch_size * world * cfg.accum_steps} · "

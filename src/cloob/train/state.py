@@ -84,7 +84,9 @@ def save(run, pos: Position, metrics: dict | None = None) -> Path | None:
         "rng": rng_state(),
         "position": {k: v for k, v in vars(pos).items()},
         "extras": extras,
-        "scaler": None,  # fp32 and bf16 autocast need no gradient scaler
+        # fp16's loss scale and its growth tracker: without them a resumed run would restart at 2**16 and
+        # overflow again, so resume would not be exact
+        "scaler": run.scaler.state_dict() if run.scaler is not None else None,
     }
     meta = {
         "model": run.cfg.model,
@@ -105,13 +107,16 @@ def save(run, pos: Position, metrics: dict | None = None) -> Path | None:
 
 
 def restore(run, path: Path) -> Position:
-    """Load weights, β, optimiser and RNG states of the checkpoint ``path`` into ``run``; returns its position."""
+    """Load weights, β, optimiser, fp16 scaler and RNG states of the checkpoint ``path`` into ``run``; returns its
+    position."""
     state = ckpt.load_train_state(path)
     run.model.clip.load_state_dict(ckpt.load_model_state(path))
     if run.model.hopfield is not None and "log_beta" in state.get("extras", {}):
         with torch.no_grad():
             run.model.hopfield.log_beta.copy_(state["extras"]["log_beta"])
     run.optimizer.load_state_dict(state["optimizer"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return Position(**state["position"])
 

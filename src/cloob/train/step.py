@@ -16,13 +16,15 @@ import torch
 from cloob.distributed import get_world_size, scale_gradient
 from cloob.losses import METHODS, method_loss
 from cloob.methods import uses_bias
+from cloob.train.precision import autocast, input_dtype
 
 
 def _features(run, images, tokens):
-    dtype = torch.bfloat16 if run.cfg.precision == "bf16" else None
-    ctx = torch.autocast(run.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    with ctx:
-        x, y = run.ddp(images.to(run.device, non_blocking=True), tokens.to(run.device, non_blocking=True))
+    """The towers' (N, d) features in fp32, whatever the precision (the losses' logsumexp and softmax run in fp32)."""
+    blocking = not run.pin_memory  # a pinned batch is copied asynchronously
+    images = images.to(run.device, dtype=input_dtype(run.cfg.precision), non_blocking=not blocking)
+    with autocast(run.device, run.cfg.precision):
+        x, y = (run.forward or run.ddp)(images, tokens.to(run.device, non_blocking=not blocking))
     return x.float(), y.float()
 
 
@@ -33,7 +35,7 @@ def _loss(run, method: str, x, y, parts: int):
     beta = scale_gradient(model_beta, 1.0 / parts) if model_beta is not None and METHODS[method][1] else None
     model_bias = run.model.logit_bias
     bias = scale_gradient(model_bias, 1.0 / parts) if model_bias is not None and uses_bias(method) else None
-    loss = method_loss(method, x, y, inv_tau, beta, logit_bias=bias)
+    loss = (run.loss_fn or method_loss)(method, x, y, inv_tau, beta, logit_bias=bias)
     for unused, param in ((beta, model_beta), (bias, model_bias)):
         if unused is None and param is not None and param.requires_grad:
             # A warm start leaves a learned beta (or bias) out of the loss; DistributedDataParallel expects
@@ -64,12 +66,14 @@ def train_step(run, micro_batches: list, method: str | None = None) -> dict:
     world = get_world_size()
     optimizer.zero_grad(set_to_none=True)
     n_micro = len(micro_batches)
+    scaler = run.scaler
+    scale = scaler.scale if scaler is not None else (lambda t: t)  # fp16: back-propagate the scaled loss
     if n_micro == 1:
         x, y = _features(run, *micro_batches[0])
         loss = _loss(run, method, x, y, 1)
         finite = bool(torch.isfinite(loss))
         if finite:
-            (loss * world).backward()
+            scale(loss * world).backward()
         feats = (x.detach(), y.detach())
     else:
         with torch.no_grad():
@@ -84,21 +88,32 @@ def train_step(run, micro_batches: list, method: str | None = None) -> dict:
                     x, y = _features(run, *mb)
                     xm = torch.cat(xs[:m] + [x] + xs[m + 1 :])
                     ym = torch.cat(ys[:m] + [y] + ys[m + 1 :])
-                    (_loss(run, method, xm, ym, n_micro) * world).backward()
+                    scale(_loss(run, method, xm, ym, n_micro) * world).backward()
         feats = (torch.cat(xs), torch.cat(ys))
     grad_norm = float("nan")
+    overflow = False
     if finite:
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip and report the true gradient
         params = [p for p in model.parameters() if p.grad is not None]
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        finite = math.isfinite(grad_norm)
+        # fp16: an inf/nan gradient is the scaler's overflow, which it handles (skip the update, halve the
+        # scale); it is not the data's or the model's failure, so it is not a skipped step
+        overflow = scaler is not None and not math.isfinite(grad_norm)
+        finite = math.isfinite(grad_norm) or overflow
     if finite:
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         with torch.no_grad():  # open_clip's convention: keep ln(inv_tau) in [0, ln 100]
             model.clip.logit_scale.clamp_(0, math.log(100))
     else:
         optimizer.zero_grad(set_to_none=True)
-    return {"loss": float(loss.detach()), "grad_norm": grad_norm, "skipped": not finite, "features": feats}
+    return {"loss": float(loss.detach()), "grad_norm": grad_norm, "skipped": not finite, "features": feats,
+            "overflow": overflow}
 
 
 @torch.no_grad()
