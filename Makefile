@@ -33,6 +33,8 @@ bench: setup
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_embed.py
+	$(PY) bench/bench_precision.py
+	$(PY) bench/gpu_check.py
 	$(PY) bench/report.py
 
 clean:

@@ -15,6 +15,8 @@ TARGETS = {
     "zeroshot": "zero-shot ≥ 0.9× the encode-only rate",
     "data": "data pipeline ≥ 3× training consumption",
     "embed": "cloob embed ≥ 0.9× the encode-only rate",
+    "precision": "bf16 losses within 1e-3 relative of fp32 at the first step (tests/test_train_precision.py)",
+    "gpu": "bench/gpu_check.py on a CUDA device: CLIP and CLOOB, RN50, batch 256, bf16, 200 steps each",
 }
 
 
@@ -24,6 +26,11 @@ def fmt(s: dict, digits: int = 2) -> str:
 
 def verdict(name: str, r: dict) -> tuple[str, bool]:
     """Met / not met, computed from the measured figures (never written by hand)."""
+    if name == "precision":
+        worst = max(x["loss_rel_diff"] for x in r["rows"])
+        return f"largest loss difference {worst:.1e} relative", worst <= 1e-3
+    if name == "gpu":
+        return f"measured on {r['device']}", True
     if name == "train":
         q = r["ratio_cloob_over_open_clip"]
         ok = q["median"] >= 1.25 and q["min"] >= 1.0
@@ -57,6 +64,29 @@ def verdict(name: str, r: dict) -> tuple[str, bool]:
         q = r["ratio_embed_over_encode"]["median"]
         return f"{q:.3f}×", q >= 0.9
     raise KeyError(name)
+
+
+def gpu_section(r: dict | None) -> list[str]:
+    """The GPU check: its figures when a session with a GPU ran it, else what it will measure."""
+    out = ["## gpu", "", f"Target: {TARGETS['gpu']}.", "", "Command: `python bench/gpu_check.py` (exits 0 with one line "
+           "where no CUDA device is present; about 8 minutes on one GPU)", ""]
+    if r is None:
+        return out + ["**GPU: not measured yet.** No session has had a GPU. What the check prints, and what to "
+                      "expect from the CPU figures above:", "",
+                      "| figure | expected |", "| --- | --- |",
+                      "| CLIP, CLOOB pairs/s (1 GPU, RN50, batch 256, bf16) | not measured yet |",
+                      "| peak GPU memory per method | not measured yet |",
+                      "| CLOOB step time / CLIP step time | ≤ 1.10 (the CPU step benchmark's target) |",
+                      "| bf16 − fp32 loss at step 1 | within 1e-3 relative (the CPU precision benchmark) |",
+                      "| 2 processes (torchrun, nccl) pairs/s | not measured yet |", ""]
+    out += [f"Measured {r['date']} on {r['device']}, torch {r['torch']}, {r['model']}, batch {r['batch']}, "
+            f"{r['steps']} steps per method.", "", "| method | GPUs | pairs/s | peak memory GiB |", "| --- | --- | --- | --- |"]
+    for method, v in r["one_gpu"].items():
+        out.append(f"| {method} | 1 | {v['pairs_per_s']:.0f} | {v['peak_memory_gib']:.2f} |")
+    for method, v in r.get("two_gpus", {}).items():
+        out.append(f"| {method} | 2 | {v['pairs_per_s']:.0f} | — |")
+    return out + ["", f"CLOOB step time / CLIP's: {r['cloob_over_clip_step_time']:.3f}; bf16 − fp32 loss at step 1: "
+                      f"{r['bf16_minus_fp32_loss_step1']:+.2e}.", ""]
 
 
 def section(name: str, r: dict) -> list[str]:
@@ -109,6 +139,13 @@ def section(name: str, r: dict) -> list[str]:
         out += [f"Training consumes {r['consumption_pairs_per_s']} pairs/s.", "",
                 "| source | workers | pairs/s | × consumption |", "| --- | --- | --- | --- |"]
         out += [f"| {x['source']} | {x['workers']} | {x['pairs_per_s']} | {x['ratio_to_consumption']} |" for x in r["rows"]]
+    elif name == "precision":
+        out += [f"First step from the same weights on the same batch of {r['batch']} scenes pairs; the towers run in "
+                "the precision, the losses' logsumexp and the Hopfield softmax in fp32.", "",
+                "| model | method | precision | loss (fp32) | relative loss difference | relative gradient difference |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        out += [f"| {x['model']} | {x['method']} | {x['precision']} | {x['loss_fp32']:.5f} | {x['loss_rel_diff']:.1e} | "
+                f"{x['grad_rel_diff']:.1e} |" for x in r["rows"]]
     elif name == "embed":
         out += ["| path | rows/s (image + caption) |", "| --- | --- |"]
         out += [f"| {k} | {fmt(v, 1)} |" for k, v in r["rows_per_s"].items()]
@@ -133,7 +170,9 @@ def main() -> int:
     notes = ROOT / "bench" / "NOTES.md"
     for name in TARGETS:
         path = RESULTS / f"{name}.json"
-        if path.is_file():
+        if name == "gpu":
+            lines += gpu_section(json.loads(path.read_text()) if path.is_file() else None)
+        elif path.is_file():
             lines += section(name, json.loads(path.read_text()))
         else:
             lines += [f"## {name}", "", f"Target: {TARGETS[name]}.", "", "Not measured yet (`make bench`).", ""]
