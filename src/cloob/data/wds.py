@@ -7,7 +7,10 @@ processes, then over DataLoader workers: worker ``w`` of rank ``r`` reads shards
 ``k, k + R*W, ...`` with ``k = r*W + w`` (R ranks, W workers), after a shuffle of
 the shard list seeded with ``seed + epoch`` that is the same on every rank.
 Every shard is read by exactly one (rank, worker); with fewer shards than
-``R*W`` some workers get none.
+``R*W`` some workers get none. With ``resampled`` (open_clip's ``--dataset-resampled``, for multi-node
+runs whose shards do not split evenly) each (rank, worker) instead draws shards with replacement, for
+ever, from its own generator seeded by (seed, epoch, rank, worker); the epoch ends after
+``steps_per_epoch`` steps (``train_num_samples``).
 
 A shard that ends in the middle of a member counts one ``truncated_shard`` bad
 sample (the sample being read) and reading moves on to the next shard. A sample
@@ -142,8 +145,9 @@ class WdsPairs(IterableDataset):
 
     def __init__(self, spec: str, *, image_transform: Callable | None, tokenizer: Callable | None,
                  strict: bool = False, caption_key: str = "txt", shuffle_buffer: int = 0,
-                 policy: ReadPolicy = DEFAULT_POLICY):
+                 policy: ReadPolicy = DEFAULT_POLICY, resampled: bool = False):
         self.urls = expand_urls(spec)
+        self.resampled = resampled
         self.name, self.policy = spec, policy
         self.image_transform, self.tokenizer, self.strict = image_transform, tokenizer, strict
         self.caption_key, self.shuffle_buffer = caption_key, shuffle_buffer
@@ -155,7 +159,13 @@ class WdsPairs(IterableDataset):
         self.rank, self.world_size, self.seed, self.epoch, self.shuffle = rank, world_size, seed, epoch, shuffle
         return self
 
-    def my_shards(self) -> list[str]:
+    def my_shards(self):
+        """This (rank, worker)'s shards for the epoch: its share of the (shuffled) list, or, ``resampled``, an
+        endless draw with replacement."""
+        if self.resampled:
+            info = torch.utils.data.get_worker_info()
+            rng = random.Random(mix_seed(self.seed, self.epoch, self.rank, info.id if info else 0))
+            return (rng.choice(self.urls) for _ in iter(int, 1))
         urls = list(self.urls)
         if self.shuffle:
             random.Random(self.seed + self.epoch).shuffle(urls)

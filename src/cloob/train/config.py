@@ -70,7 +70,9 @@ class TrainConfig:
     csv_img_key: str = "filepath"
     csv_caption_key: str = "title"
     csv_separator: typing.Optional[str] = None
-    steps_per_epoch: typing.Optional[int] = None  # needed for streaming (webdataset) data
+    steps_per_epoch: typing.Optional[int] = None  # needed for streaming (webdataset) data, or train_num_samples
+    train_num_samples: typing.Optional[int] = None  # samples per epoch of streaming data (open_clip's flag)
+    dataset_resampled: bool = False  # webdataset shards drawn with replacement per worker (multi-node)
     workers: int = 0
     resize: str = "bicubic"
     augment: bool = False
@@ -154,6 +156,9 @@ class TrainConfig:
             (cfg.torch_compile in COMPILE_MODES,
              f"torch_compile must be one of {COMPILE_MODES}, got {cfg.torch_compile!r}"),
             (cfg.adamw in ADAMW_IMPLS, f"adamw must be one of {ADAMW_IMPLS}, got {cfg.adamw!r}"),
+            (cfg.train_num_samples is None or cfg.train_num_samples >= 1, "train_num_samples must be >= 1"),
+            (cfg.train_num_samples is None or cfg.steps_per_epoch is None,
+             "give train_num_samples or steps_per_epoch, not both (one sets the other)"),
             (cfg.resize in ("bicubic", "bilinear"), f"resize must be bicubic or bilinear, got {cfg.resize!r}"),
             (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}"),
             (cfg.batch_size >= 1, "batch_size must be >= 1"),

@@ -162,8 +162,10 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     # cached image features need the same pixels every epoch: the evaluation transform (no random crop)
     train_tf = image_transform(model, train="image" not in cached, resize=cfg.resize, augment=cfg.augment)
     eval_tf = image_transform(model, train=False, resize=cfg.resize)
+    is_wds = cfg.train_data.startswith("wds:") or cfg.train_data.lower().endswith(".tar")
+    stream = {"resampled": True} if cfg.dataset_resampled and is_wds else {}
     dataset = open_pairs(cfg.train_data, image_transform=train_tf, tokenizer=tokenizer, strict=cfg.strict,
-                         policy=policy, **(fmt if is_csv else {}))
+                         policy=policy, **(fmt if is_csv else stream))
     val_dataset = None
     if cfg.val_data:
         val_is_csv = cfg.val_data.lower().endswith((".csv", ".tsv"))
@@ -234,9 +236,14 @@ def _feature_cache(model, cfg: TrainConfig) -> list[str]:
 
 def _micro_batches_per_epoch(dataset, cfg: TrainConfig, world: int) -> int:
     if isinstance(dataset, IterableDataset):
+        if cfg.train_num_samples:  # open_clip's --train-num-samples: the epoch's samples over all processes
+            return max(1, cfg.train_num_samples // (cfg.batch_size * world))
         if not cfg.steps_per_epoch:
-            raise DataError("streaming (webdataset) data has no length: set steps_per_epoch")
+            raise DataError("streaming (webdataset) data has no length: set train_num_samples or steps_per_epoch")
         return cfg.steps_per_epoch * cfg.accum_steps
+    if cfg.dataset_resampled or cfg.train_num_samples:
+        raise ConfigError("dataset_resampled and train_num_samples are for webdataset shards (wds:...), "
+                          f"not {cfg.train_data}")
     return len(dataset) // (cfg.batch_size * world)
 
 
