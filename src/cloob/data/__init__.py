@@ -20,6 +20,7 @@ Spec strings:
 ``scenes-object:<DIR>``            scenes object-classification split (labelled)
 ``scenes-retrieval:<DIR>``         scenes retrieval split (retrieval)
 ``flickr8k:[<DIR>]``               Flickr8k train split, human captions (pairs)
+``cache:<DIR>``                    a pre-decoded uint8 cache of any pairs spec (``cloob data cache``)
 ``flickr8k-val:``/``flickr8k-test:``  Flickr8k val/test split (retrieval, 5 captions per photo)
 =================================  ==============================================
 
@@ -74,7 +75,7 @@ def _given(**options) -> dict:
 
 
 PREFIXES = ("wds", "scenes", "cifar10-captions", "cifar10", "cifar10-train", "cifar10-test", "scenes-scene",
-            "scenes-object", "scenes-retrieval", "flickr8k", "flickr8k-val", "flickr8k-test")
+            "scenes-object", "scenes-retrieval", "flickr8k", "flickr8k-val", "flickr8k-test", "cache")
 
 
 def _flickr8k_csv(rest: str, split: str) -> str:
@@ -105,7 +106,7 @@ def spec_slug(spec: str, short: bool = False) -> str:
 def spec_kind(spec: str) -> str:
     """'pairs', 'labelled' or 'retrieval': what a spec naturally opens as."""
     prefix, rest = _split(spec)
-    if prefix in ("wds", "scenes", "cifar10-captions", "flickr8k"):
+    if prefix in ("wds", "scenes", "cifar10-captions", "flickr8k", "cache"):
         return "pairs"
     if prefix in ("scenes-retrieval", "flickr8k-val", "flickr8k-test"):
         return "retrieval"
@@ -148,6 +149,11 @@ def open_pairs(spec: str, *, image_transform: Callable | None, tokenizer: Callab
         ds = Cifar10Captions(rest or None, **common, **format_options)
     elif prefix == "flickr8k":
         ds = CsvPairs(_flickr8k_csv(rest, "train"), **common, **_given(policy=policy), **format_options)
+    elif prefix == "cache":
+        from cloob.data.decoded import DecodedPairs
+
+        # validated when written and when opened (no per-sample failures to be strict about)
+        ds = DecodedPairs(rest, image_transform=image_transform, tokenizer=tokenizer)
     elif not prefix and rest.lower().endswith((".csv", ".tsv")):
         ds = CsvPairs(rest, **common, **_given(policy=policy), **format_options)
     else:

@@ -63,6 +63,17 @@ def cmd_flickr8k(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from cloob.data.decoded import write_cache
+
+    t0 = time.perf_counter()
+    m = write_cache(args.spec, args.out, args.size, shard_size=args.shard_size, policy=policy_from(args))
+    bad = sum(m["bad"].values())
+    print(f"cache of {m['source']} at {args.out}: {m['n']} pairs, {m['size']} px, {len(m['shards'])} shard(s), "
+          f"{bad} bad sample(s) skipped ({time.perf_counter() - t0:.1f} s); train with --train-data cache:{args.out}")
+    return 0
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("data", help="datasets: write the built-in scenes data, extract Flickr8k, check a source")
     sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -83,6 +94,15 @@ def add_commands(subparsers) -> None:
     f.add_argument("--out", default=None, help="cache directory (default $CLOOB_CACHE/flickr8k or ~/.cache/cloob/flickr8k)")
     f.add_argument("--tar", default=None, help="the archive (default <shared>/data/flickr8k/flickr8k.tar)")
     f.set_defaults(func=cmd_flickr8k)
+
+    d = sub.add_parser("cache", help="pre-decode any pairs spec to resized uint8 shards (memory-mapped; resumable); "
+                                     "read back as cache:DIR")
+    d.add_argument("spec", help="pairs spec (CSV/TSV, wds:..., scenes:DIR, flickr8k:, ...)")
+    d.add_argument("--out", required=True, help="cache directory")
+    d.add_argument("--size", type=int, required=True, help="side of the square images in pixels")
+    d.add_argument("--shard-size", type=int, default=10_000, help="pairs per shard (default 10,000)")
+    add_read_arguments(d)
+    d.set_defaults(func=cmd_cache)
 
     c = sub.add_parser("check", help="read every sample of a source; print valid count and bad-sample report "
                                      "(exit 0 all valid, 1 some skipped, 2 error)")
