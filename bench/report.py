@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, ROOT  # noqa: E402
 
 TARGETS = {
-    "train": "cloob ≥ 1.25× open_clip's pairs/s (never slower)",
+    "train": "cloob ≥ 2× open_clip's pairs/s, each at its best CPU setting (issue 26); never slower in fp32",
     "step": "CLOOB step time ≤ 1.10× CLIP's at batch 256 and 1,024",
     "loss": "cloob_loss fwd+bwd at N = 32,768 within 4 GiB; equal to dense (1e-5); ≤ 1.5× clip_loss at N = 4,096",
     "zeroshot": "zero-shot ≥ 0.9× the encode-only rate",
@@ -33,8 +33,12 @@ def verdict(name: str, r: dict) -> tuple[str, bool]:
         return f"measured on {r['device']}", True
     if name == "train":
         q = r["ratio_cloob_over_open_clip"]
-        ok = q["median"] >= 1.25 and q["min"] >= 1.0
-        return f"median {q['median']:.2f}× (min {q['min']:.2f}×)", ok
+        best = r.get("ratio_best_cloob_over_open_clip")
+        if best is None:
+            return (f"fp32 median {q['median']:.2f}× (min {q['min']:.2f}×); the best-setting row is not measured "
+                    "yet (`python bench/bench_train.py`)"), False
+        ok = best["median"] >= 2.0 and q["min"] >= 1.0
+        return f"best settings median {best['median']:.2f}×; fp32 median {q['median']:.2f}× (min {q['min']:.2f}×)", ok
     if name == "step":
         qs = {k[6:]: v["ratio_cloob_over_clip"]["median"] for k, v in r.items() if k.startswith("batch_")}
         return ", ".join(f"{q:.3f}× at {b}" for b, q in qs.items()), all(q <= 1.10 for q in qs.values())
@@ -99,7 +103,16 @@ def section(name: str, r: dict) -> list[str]:
     if name == "train":
         out += ["| trainer | steady pairs/s (median, min, max over rounds) |", "| --- | --- |"]
         out += [f"| {k} | {fmt(v, 1)} |" for k, v in r["pairs_per_s"].items()]
-        out += ["", f"**cloob / open_clip: {fmt(r['ratio_cloob_over_open_clip'])}**"]
+        out += ["", f"**cloob / open_clip (fp32): {fmt(r['ratio_cloob_over_open_clip'])}**"]
+        if "ratio_best_cloob_over_open_clip" in r:
+            out += ["", f"**cloob / open_clip (best settings): {fmt(r['ratio_best_cloob_over_open_clip'])}** — "
+                        f"{r['setup']['rows']['best']}"]
+        if "flops" in r:
+            f = r["flops"]
+            out += ["", f"One fp32 step: {f['step_gflop']:.1f} GFLOP (torch.utils.flop_counter); this machine's fp32 "
+                        f"matmul rate {f['matmul_peak_gflops']:.0f} GFLOP/s"
+                        + (f"; cloob's fp32 step reaches {f['fraction_of_peak_fp32']:.1%} of it."
+                           if "fraction_of_peak_fp32" in f else ".")]
     elif name == "step":
         out += ["| batch | CLIP s/step | CLOOB s/step | CLOOB / CLIP |", "| --- | --- | --- | --- |"]
         for key, v in r.items():
