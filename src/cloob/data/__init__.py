@@ -20,8 +20,8 @@ Spec strings:
 ``scenes-object:<DIR>``            scenes object-classification split (labelled)
 ``scenes-retrieval:<DIR>``         scenes retrieval split (retrieval)
 ``flickr8k:[<DIR>]``               Flickr8k train split, human captions (pairs)
-``cache:<DIR>``                    a pre-decoded uint8 cache of any pairs spec (``cloob data cache``)
 ``flickr8k-val:``/``flickr8k-test:``  Flickr8k val/test split (retrieval, 5 captions per photo)
+``cache:<DIR>``                    a pre-decoded uint8 cache of any pairs spec (``cloob data cache``)
 =================================  ==============================================
 
 CIFAR-10 specs with an empty path read ``shared_dir()/data/cifar10``. Flickr8k specs read the CSVs that
