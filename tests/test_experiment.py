@@ -286,7 +286,8 @@ def test_tiny_grid_runs_end_to_end_skips_finished_and_resumes_interrupted(tmp_pa
 
 @pytest.mark.parametrize("name, n_cells", [("ablation-scenes", 20), ("cifar10", 10), ("tune-scenes", 24),
                                            ("tune-cifar10", 12), ("tune-towers-cifar10", 4),
-                                           ("tune-towers-scenes", 4), ("towers-cifar10", 18), ("towers-scenes", 18)])
+                                           ("tune-towers-scenes", 4), ("towers-cifar10", 18), ("towers-scenes", 18),
+                                           ("tune-flickr8k", 12), ("tune-siglip-scenes", 12)])
 def test_shipped_grids_are_valid_and_tuning_never_reads_a_test_split(name, n_cells, monkeypatch):
     from pathlib import Path
 
@@ -298,4 +299,5 @@ def test_shipped_grids_are_valid_and_tuning_never_reads_a_test_split(name, n_cel
     if name.startswith("tune-"):
         for c in cells:
             specs = [e[1] for e in c.evals] + list(c.config.get("zeroshot") or [])
-            assert not any("cifar10-test" in s or s.startswith("cifar10:") or "scenes-demo" in s for s in specs), specs
+            assert not any("cifar10-test" in s or s.startswith("cifar10:") or "scenes-demo" in s
+                           or "flickr8k-test" in s for s in specs), specs
