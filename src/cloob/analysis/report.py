@@ -104,8 +104,9 @@ def section_curves(runs: Sequence[Run]) -> str:
     # one scale for every objective: nats per direction above the all-identical value
     add(_series(data, "loss_gap_nats", "train"), "training loss above its collapsed value",
         "nats per direction", "Training loss minus its value when all embeddings are identical (ln N for "
-        "InfoNCE, 2·ln(N−1)/inv_tau for InfoLOOB), in nats per direction: comparable across methods. "
-        "0 = collapsed or chance; lower = matched pairs win.", zero="collapsed")
+        "InfoNCE, 2·ln(N−1)/inv_tau for InfoLOOB, softplus(−(t+b)) + (N−1)·softplus(t+b) for the sigmoid loss), "
+        "in nats per direction: comparable across methods. 0 = collapsed or chance; lower = matched pairs win.",
+        zero="collapsed")
     # each objective in its own units, on its own axes
     by_method = OrderedDict()
     for label, method, recs in data:
@@ -118,6 +119,8 @@ def section_curves(runs: Sequence[Run]) -> str:
     add(_series(data, "val_loss", "eval"), "validation loss", "loss")
     add(_series(data, "inv_tau", "train"), "inverse temperature inv_tau", "inv_tau")
     add(_series(data, "beta", "train"), "Hopfield beta", "beta")
+    add(_series(data, "logit_bias", "train"), "sigmoid loss bias b", "b",
+        "The learned bias of the sigmoid methods (SigLIP starts it at −10).")
     eff = [s for name, style in RETRIEVAL_STYLES for s in _series(data, f"eff_patterns/{name}", "train", style,
                                                                    f" {name}")]
     add(eff, "patterns averaged per retrieval", "effective patterns",
