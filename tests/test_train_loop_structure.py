@@ -49,7 +49,7 @@ class _Numbered(torch.utils.data.Dataset):
 def _run(n, *, batch_size=2, accum_steps=1, steps_per_epoch=3, total_steps=5):
     cfg = SimpleNamespace(batch_size=batch_size, accum_steps=accum_steps, seed=11, workers=0, train_data="numbers")
     return SimpleNamespace(cfg=cfg, dataset=_Numbered(n), report=BadSampleReport("numbers"),
-                           steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+                           steps_per_epoch=steps_per_epoch, total_steps=total_steps, pin_memory=False)
 
 
 def _drive(run, pos, log=None):

@@ -51,8 +51,8 @@ class Run:
     writer: object | None = None
     metrics_file: object | None = None
     scaler: object | None = None  # fp16's torch.amp.GradScaler (checkpointed)
-    forward: Callable | None = None  # the towers' forward (ddp, or its torch.compile)
-    loss_fn: Callable | None = None  # method_loss, or its torch.compile
+    forward: Callable | None = None  # torch.compile of the towers' forward (None: call ddp)
+    loss_fn: Callable | None = None  # torch.compile of method_loss (None: the step's method_loss)
     pin_memory: bool = False
 
 
@@ -200,8 +200,8 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     schedules = Schedules.from_config(cfg, total_steps)
     run = Run(cfg, run_dir, device, model, ddp, optimizer, dataset, val_dataset, steps_per_epoch, total_steps,
               schedules, BadSampleReport(cfg.train_data), zeroshot_sets, scaler=make_scaler(cfg.precision, device),
-              forward=Compiled(ddp, "model", log) if cfg.torch_compile in ("model", "step") else ddp,
-              loss_fn=Compiled(method_loss, "loss", log) if cfg.torch_compile in ("loss", "step") else method_loss,
+              forward=Compiled(ddp, "model", log) if cfg.torch_compile in ("model", "step") else None,
+              loss_fn=Compiled(method_loss, "loss", log) if cfg.torch_compile in ("loss", "step") else None,
               pin_memory=pin_memory(cfg.pin_memory, device))
     if rank == 0:
         log(f"cloob train: {cfg.method} · {cfg.model} · {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
