@@ -3,7 +3,9 @@
 - ``precision``: ``fp32``; ``bf16`` (autocast); ``fp16`` (autocast with a ``torch.amp.GradScaler`` whose state
   is checkpointed, CUDA only); ``pure_bf16`` (bf16 weights and activations, no autocast; the temperatures stay
   fp32). The features leave the towers as fp32 in every mode: the losses' logsumexp and the Hopfield
-  retrieval's softmax always run in fp32 (docs/benchmarks.md has the measured bf16-vs-fp32 difference).
+  retrieval's softmax always run in fp32, and so do the losses' matmuls, since bf16 logits would come in
+  steps of 1/128 of their size (0.8 at a logit of 100, inv_tau's ceiling) before the logsumexp
+  (docs/benchmarks.md has the measured bf16-vs-fp32 difference of a whole step).
 - ``grad_checkpointing``: open_clip's ``set_grad_checkpointing`` (recompute activations in the backward pass).
 - ``torch_compile``: ``none``, ``model`` (the towers' forward), ``loss`` (the method's loss) or ``step`` (both);
   a compile that fails warns in one line and the run goes on eagerly.
