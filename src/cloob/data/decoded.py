@@ -70,12 +70,12 @@ def write_cache(spec: str, out: str | Path, size: int, *, shard_size: int = 10_0
     prog = json.loads(prog_file.read_text()) if prog_file.is_file() else {**identity, "shards": []}
     if {k: prog[k] for k in identity} != identity:
         raise DataError(f"{out} holds an unfinished cache of another source or size; use another --out")
-    shards = [s for s in prog["shards"] if _shard_complete(out, s, size)]
+    shards = [s for s in prog["shards"] if _shard_complete(out, s)]
     # read on after the last complete shard, with the bad-sample counts as they stood there
     read = shards[-1]["read_after"] if shards else 0
     ds = open_pairs(spec, image_transform=None, tokenizer=None, policy=policy, check=read == 0)
     report = BadSampleReport(str(spec))
-    report_counts = dict(shards[-1]["bad_after"]) if shards else {}
+    report.counts.update(shards[-1]["bad_after"] if shards else {})  # the skips before the resume point
     n_total = len(ds) if hasattr(ds, "__len__") else None
     images, captions = [], []
     bar = tqdm(total=n_total, initial=read, unit="pair", desc=f"cache {spec}", disable=not progress)
@@ -86,11 +86,8 @@ def write_cache(spec: str, out: str | Path, size: int, *, shard_size: int = 10_0
         arr = np.stack(images)
         np.save(out / f"{name}.npy", arr)
         (out / f"{name}.jsonl").write_text("".join(json.dumps(c) + "\n" for c in captions), encoding="utf-8")
-        counts = dict(report_counts)
-        for reason, c in report.counts.items():
-            counts[reason] = counts.get(reason, 0) + c
         shards.append({"name": name, "n": len(arr), "bytes": (out / f"{name}.npy").stat().st_size,
-                       "read_after": read_after, "bad_after": counts})
+                       "read_after": read_after, "bad_after": dict(report.counts)})
         _write_json(prog_file, {**identity, "shards": shards})
         images.clear()
         captions.clear()
@@ -114,10 +111,7 @@ def write_cache(spec: str, out: str | Path, size: int, *, shard_size: int = 10_0
     bar.close()
     if not shards:
         raise DataError(f"{spec}: no valid pair to cache:\n{report.format()}")
-    counts = dict(report_counts)
-    for reason, c in report.counts.items():
-        counts[reason] = counts.get(reason, 0) + c
-    manifest = {**identity, "n": sum(s["n"] for s in shards), "shards": shards, "bad": counts}
+    manifest = {**identity, "n": sum(s["n"] for s in shards), "shards": shards, "bad": dict(report.counts)}
     _write_json(out / "manifest.json", manifest)
     prog_file.unlink(missing_ok=True)
     return manifest
@@ -129,7 +123,7 @@ def _skip(it, n: int):
     return it
 
 
-def _shard_complete(out: Path, shard: dict, size: int) -> bool:
+def _shard_complete(out: Path, shard: dict) -> bool:
     npy, jsonl = out / f"{shard['name']}.npy", out / f"{shard['name']}.jsonl"
     if not (npy.is_file() and jsonl.is_file()) or npy.stat().st_size != shard["bytes"]:
         return False
@@ -159,7 +153,7 @@ class DecodedPairs:
         self.image_transform, self.tokenizer = image_transform, tokenizer
         self._paths, self.captions, self._starts = [], [], []
         for s in manifest["shards"]:
-            if not _shard_complete(out, s, self.size):
+            if not _shard_complete(out, s):
                 raise DataError(f"{out}: shard {s['name']} is missing or incomplete; write the cache again")
             shape = np.load(out / f"{s['name']}.npy", mmap_mode="r").shape
             if shape != (s["n"], self.size, self.size, 3):
