@@ -138,3 +138,20 @@ def test_resume_from_a_named_damaged_checkpoint_is_one_line_exit_2(trained, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: checkpoint ") and "step-00000002 is damaged: model.safetensors has" in err[0]
+
+
+def test_reopening_the_log_after_a_crash_drops_a_torn_last_line_and_later_steps(tmp_path, capsys):
+    # a full disk or a kill mid-write leaves half a JSON line; resume must not die on it
+    import json
+    from types import SimpleNamespace
+
+    from cloob.train.logs import close_logs, open_logs
+
+    path = tmp_path / "metrics.jsonl"
+    whole = [json.dumps({"kind": "train", "step": s, "loss": 1.0}) for s in (10, 20, 30)]
+    path.write_text("\n".join(whole) + "\n" + whole[0][:17])
+    run = SimpleNamespace(run_dir=tmp_path, metrics_file=None, writer=None)
+    open_logs(run, step=20)
+    close_logs(run)
+    assert [json.loads(ln)["step"] for ln in path.read_text().splitlines()] == [10, 20]
+    assert "dropped 1 torn line" in capsys.readouterr().err

@@ -26,10 +26,28 @@ def open_logs(run, step: int) -> None:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     path = run.run_dir / "metrics.jsonl"
     if path.exists():  # after a resume, drop lines from steps the checkpoint does not contain
-        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in keep))
+        path.write_text("".join(ln + "\n" for ln in _records_up_to(path, step)))
     run.metrics_file = open(path, "a")
     run.writer = SummaryWriter(str(run.run_dir / "tb"), purge_step=step if step else None)
+
+
+def _records_up_to(path, step: int) -> list[str]:
+    """The lines of ``path`` with step ≤ ``step``. A line that does not parse was torn by a crash or a full
+    disk mid-write; it is dropped with one warning rather than blocking the resume."""
+    keep, torn = [], 0
+    for ln in path.read_text().splitlines():
+        if not ln.strip():
+            continue
+        try:
+            record = json.loads(ln)
+        except json.JSONDecodeError:
+            torn += 1
+            continue
+        if record.get("step", 0) <= step:
+            keep.append(ln)
+    if torn:
+        print(f"warning: {path}: dropped {torn} torn line(s) left by an interrupted write", file=sys.stderr)
+    return keep
 
 
 def close_logs(run) -> None:
