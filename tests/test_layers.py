@@ -19,7 +19,7 @@ LAYERS = [
               "cloob.embedding_stats", "cloob.weights", "cloob.checkpoint", "cloob.locking"]),
     ("data", ["cloob.data"]),
     ("losses", ["cloob.hopfield", "cloob.loss_kernels", "cloob.losses"]),
-    ("models", ["cloob.towers", "cloob.models", "cloob.model_source"]),
+    ("models", ["cloob.towers", "cloob.models", "cloob.model_source", "cloob.image_source"]),
     ("evals", ["cloob.evals"]),
     ("train", ["cloob.train"]),
     ("analysis", ["cloob.analysis"]),

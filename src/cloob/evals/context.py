@@ -49,6 +49,8 @@ class Context:
         from cloob.data import image_transform
         from cloob.data.policy import policy_from
         from cloob.device import default_device
+        from cloob.data.flickr8k import default_cache
+        from cloob.image_source import ImageSourceError, is_image_only, load_image_model, source_slug
         from cloob.models import get_tokenizer
         from cloob.model_source import load_model
 
@@ -56,13 +58,45 @@ class Context:
         self.t0 = time.perf_counter()
         self.policy = policy_from(args)
         device = default_device(args.device)
-        self.model, self.meta = load_model(args.checkpoint, model_name=getattr(args, "model", None), device=device,
-                                           warn=self.log)
+        if hasattr(args, "features"):  # an image evaluation: image-only sources and backbone features too
+            self.model, self.meta, self.features = load_image_model(
+                args.checkpoint, timm_name=args.timm, weights=args.weights, features=args.features,
+                model_name=getattr(args, "model", None), image_size=args.image_size, device=device, warn=self.log)
+        else:
+            if is_image_only(args.checkpoint, None):
+                raise ImageSourceError(f"{getattr(args, 'evaluator', 'this evaluation')} needs a text tower: "
+                                       f"{args.checkpoint} is an image-only model")
+            if not args.checkpoint:
+                raise ImageSourceError("--checkpoint SOURCE is required")
+            self.model, self.meta = load_model(args.checkpoint, model_name=getattr(args, "model", None), device=device,
+                                               warn=self.log)
+            self.features = "embedding"
         self.ckpt = Path(self.meta["checkpoint"])
-        self.tokenizer = get_tokenizer(self.model.model_name)
+        self.has_text = getattr(self.model, "has_text", True)
+        self.tokenizer = get_tokenizer(self.model.model_name) if self.has_text else None
         self.transform = image_transform(self.model, train=False, resize=args.resize)
-        self.out = Path(args.out) if args.out else default_out(self.ckpt)
-        self.cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir(self.ckpt)
+        packaged = self.meta.get("format") == "imagenet"  # weights inside an installed package: write elsewhere
+        slug = source_slug(self.meta.get("source", ""))
+        self.out = Path(args.out) if args.out else Path(f"eval-{slug}") if packaged else default_out(self.ckpt)
+        self.cache_dir = (None if args.no_cache else Path(args.cache_dir) if args.cache_dir
+                          else default_cache() / "features" / slug if packaged else default_cache_dir(self.ckpt))
+
+    def why_no_zeroshot(self) -> str | None:
+        """Why these features cannot be classified zero-shot (no text tower, or not the joint embedding); else None."""
+        if self.meta.get("format") in ("imagenet", "timm"):
+            return f"{self.meta['source']} is an image-only model (no text tower)"
+        if self.features != "embedding":
+            return "--features backbone is not in the joint image-text space"
+        return None
+
+    def require_zeroshot(self, what: str) -> None:
+        """Raise one line when ``what`` needs class text embeddings that these features cannot be compared with."""
+        from cloob.image_source import ImageSourceError
+
+        why = self.why_no_zeroshot()
+        if why:
+            raise ImageSourceError(f"{what} needs class text embeddings in the joint space (a CLIP-like checkpoint "
+                                   f"with --features embedding): {why}")
 
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr)
@@ -75,6 +109,8 @@ class Context:
             return None
         # another read policy may skip other samples: its features are cached apart (the default's keys stay)
         read = str(spec) if self.policy == DEFAULT_POLICY else f"{spec} {self.policy!r}"
+        if self.features != "embedding":  # other features of the same weights: other cache entries
+            kind = f"{kind}-{self.features}"
         key = cache_key(self.ckpt, self.meta.get("step"), read, self.transform, kind)
         return cache_path(self.cache_dir, key, spec_slug(spec), kind)
 
@@ -109,6 +145,7 @@ class Context:
             "evaluator": evaluator, "dataset": str(spec), "dataset_slug": spec_slug(spec),
             "checkpoint": str(self.ckpt), "step": self.meta.get("step"), "method": self.meta.get("method"),
             "model": self.meta.get("model"), "seed": cfg.get("seed") if isinstance(cfg, dict) else None,
+            "source": self.meta.get("source", str(self.ckpt)), "features": self.features,
             "seconds": round(time.perf_counter() - self.t0, 3), "metrics": metrics, "details": details or {},
             "bad_samples": bad or {}, "files": files or {}, **(extra or {}),
         }

@@ -58,7 +58,22 @@ class CosineHead(nn.Module):
 
 
 def last_block(visual: nn.Module) -> list[nn.Module]:
-    """The modules ``--unfreeze last`` trains, for open_clip's ResNet / ViT image towers."""
+    """The modules ``--unfreeze last`` trains: open_clip's ResNet / ViT image towers, timm towers and timm models.
+
+    ResNet: layer4 + attention pool (or timm's ``fc``); ViT: the last residual block + ln_post; a timm tower
+    (``trunk`` + ``head``): its trunk's last block and the head; EfficientNet-like (``blocks`` + ``conv_head``):
+    the last stage, the head convolution and its BatchNorm; other timm models: the last of ``stages`` /
+    ``blocks`` and the final norm.
+    """
+    if hasattr(visual, "trunk") and hasattr(visual, "head"):  # open_clip's TimmModel
+        return last_block(visual.trunk) + [visual.head]
+    if hasattr(visual, "blocks") and hasattr(visual, "conv_head"):
+        return [visual.blocks[-1], visual.conv_head] + [m for m in (getattr(visual, "bn2", None),) if m is not None]
+    for name in ("stages", "blocks"):
+        seq = getattr(visual, name, None)
+        if isinstance(seq, (nn.Sequential, nn.ModuleList)) and len(seq) and not hasattr(visual, "layer4"):
+            tail = [getattr(visual, n, None) for n in ("norm", "norm_pre", "fc_norm", "head_norm")]
+            return [seq[-1]] + [m for m in tail if isinstance(m, nn.Module) and any(True for _ in m.parameters())]
     if hasattr(visual, "layer4"):
         return [m for m in (visual.layer4, getattr(visual, "attnpool", None)) if m is not None]
     if hasattr(visual, "transformer") and hasattr(visual.transformer, "resblocks"):

@@ -53,6 +53,14 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_feat
 
     Returns flat ``top1``, ``C``, ``val_top1`` (at the chosen C), ``val_top1/C=<c>`` for the sweep, ``n_train``, ``n_test``.
     """
+    return probe_predictions(train_features, train_labels, test_features, test_labels, Cs=Cs,
+                             val_fraction=val_fraction, seed=seed, standardize=standardize, max_iter=max_iter)[0]
+
+
+def probe_predictions(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
+                      test_labels: np.ndarray, *, Cs=C_GRID, val_fraction: float = 0.2, seed: int = 0,
+                      standardize: bool = False, max_iter: int = 1000) -> tuple[dict, np.ndarray]:
+    """:func:`linear_probe`'s metrics and its (N_test,) predicted labels."""
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     if len(np.unique(train_labels)) < 2:
         raise ValueError("linear probe needs at least two classes in the training features")
@@ -70,7 +78,7 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_feat
     pred = clf.predict(test_features)
     out.update({"top1": float(np.mean(pred == test_labels)), "C": float(best_C), "val_top1": best_acc,
                 "n_train": int(len(train_labels)), "n_test": int(len(test_labels))})
-    return out
+    return out, pred
 
 
 # ------------------------------------------------------------------ CLIP_benchmark's protocol

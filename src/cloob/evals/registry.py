@@ -48,8 +48,9 @@ def opt(*flags: str, **kwargs) -> Option:
 
 
 COMMON = (
-    opt("--checkpoint", required=True, help="model source: a cloob run or checkpoint directory (its latest), a state "
-        "dict, an open_clip epoch_N.pt, an OpenAI CLIP file or a CLOOB reference checkpoint (see cloob.model_source)"),
+    opt("--checkpoint", default=None, help="model source: a cloob run or checkpoint directory (its latest), a state "
+        "dict, an open_clip epoch_N.pt, an OpenAI CLIP file or a CLOOB reference checkpoint (see cloob.model_source); "
+        "for the image evaluations also imagenet:efficientnet-lite0 (see cloob.image_source)"),
     opt("--model", default=None, help="open_clip architecture of a weights file (e.g. RN50-quickgelu)"),
     None,  # --dataset: its help depends on the evaluator's kind of spec
     opt("--out", default=None, help="output directory (default: <run>/eval)"),
@@ -74,6 +75,16 @@ GROUPS = {
                                                   "(default: a stratified split of --dataset)"),
         opt("--test-fraction", type=float, default=0.5, help="without --train-dataset: test share of --dataset"),
         opt("--split-seed", type=int, default=0),
+    ),
+    # the evaluations that need only an image encoder take image-only sources (cloob.image_source)
+    "image": (
+        opt("--features", choices=("embedding", "backbone"), default=None,
+            help="the joint embedding, or the image tower's pooled features before the projection (default: "
+                 "embedding where the source has one, backbone for image-only sources)"),
+        opt("--timm", default=None, metavar="NAME", help="a timm architecture instead of --checkpoint (with --weights)"),
+        opt("--weights", default=None, metavar="FILE", help="--timm's weights: a local .safetensors or torch file"),
+        opt("--image-size", type=int, default=None, help="input size in px (CNNs that pool globally; default: the "
+                                                         "model's own)"),
     ),
 }
 
@@ -151,8 +162,10 @@ def _few_shot(ctx: Context, spec: str, args) -> dict:
     from cloob.evals.zeroshot import evaluate_zeroshot
 
     train, test, note = train_test(ctx, args)
-    zs = None
-    if not args.no_zeroshot:
+    zs, why_no_zeroshot = None, None if args.no_zeroshot else ctx.why_no_zeroshot()
+    if why_no_zeroshot:
+        ctx.log(f"few-shot: no k = 0 (zero-shot) row: {why_no_zeroshot}")
+    if not args.no_zeroshot and not why_no_zeroshot:
         zs = evaluate_zeroshot(ctx.model, ctx.tokenizer, (test.features, test.labels), classnames(args, test),
                                templates(args))["top1"]
     ks = [2**i for i in range(args.max_log2_k + 1)]
@@ -162,6 +175,8 @@ def _few_shot(ctx: Context, spec: str, args) -> dict:
     png = ctx.out / f"few-shot-{spec_slug(spec)}.png"
     plot_fewshot(m, png, title=f"{ctx.meta.get('method')} step {ctx.meta.get('step')} · {spec_slug(spec)}")
     details["protocol"] = note
+    if why_no_zeroshot:
+        details["zeroshot"] = f"left out: {why_no_zeroshot}"
     return {"metrics": metrics, "details": details, "bad": test.report, "files": {"plot": str(png)}}
 
 
@@ -175,19 +190,31 @@ def _knn(ctx: Context, spec: str, args) -> dict:
 
 
 def _confusions(ctx: Context, spec: str, args) -> dict:
+    from cloob.data import open_labelled
     from cloob.data.transforms import preprocess_cfg
     from cloob.evals.confusions import evaluate_confusions, mistakes_grid
+    from cloob.evals.linear_probe import probe_predictions
     from cloob.evals.zeroshot import zeroshot_classifier
 
-    ds, feats = ctx.labelled(spec)
-    classes = classnames(args, feats)
-    W = zeroshot_classifier(ctx.model, ctx.tokenizer, classes, templates(args)).cpu().numpy()
-    pred = (feats.features @ W.T).argmax(1)
-    metrics, details = split_metrics(evaluate_confusions(pred, feats.labels, classes, top=args.top))
+    classifier = args.classifier or ("linear-probe" if ctx.why_no_zeroshot() else "zeroshot")
+    if classifier == "zeroshot":
+        ctx.require_zeroshot("confusions --classifier zeroshot")
+        ds, test = ctx.labelled(spec)
+        classes = classnames(args, test)
+        W = zeroshot_classifier(ctx.model, ctx.tokenizer, classes, templates(args)).cpu().numpy()
+        pred, protocol = (test.features @ W.T).argmax(1), {"classifier": "zeroshot"}
+    else:  # a logistic-regression probe's mistakes on the test part (the image-only sources' classifier)
+        train, test, note = train_test(ctx, args)
+        ds = open_labelled(spec, image_transform=ctx.transform, policy=ctx.policy)
+        classes = classnames(args, test)
+        probe, pred = probe_predictions(train.features, train.labels, test.features, test.labels, seed=args.split_seed)
+        protocol = {"classifier": "linear-probe", "C": probe["C"], **note}
+    metrics, details = split_metrics(evaluate_confusions(pred, test.labels, classes, top=args.top))
+    details["protocol"] = protocol
     cfg = preprocess_cfg(ctx.model)
     png = ctx.out / f"confusions-{spec_slug(spec)}.png"
-    mistakes_grid(ds, feats.indices, feats.labels, pred, classes, png, mean=cfg["mean"], std=cfg["std"])
-    return {"metrics": metrics, "details": details, "bad": feats.report, "files": {"mistakes": str(png)}}
+    mistakes_grid(ds, test.indices, test.labels, pred, classes, png, mean=cfg["mean"], std=cfg["std"])
+    return {"metrics": metrics, "details": details, "bad": test.report, "files": {"mistakes": str(png)}}
 
 
 def _confusion_pairs(result: dict) -> str:
@@ -223,7 +250,10 @@ def _finetune(ctx: Context, spec: str, args) -> dict:
         from cloob.evals.templates import load_classnames
 
         classes = load_classnames(args.classnames, len(classes))
-    T = class_text_embeddings(ctx.model, ctx.tokenizer, classes, templates(args)) if args.head == "cosine" else None
+    T = None
+    if args.head == "cosine":  # the head's class weights are text embeddings: a CLIP-like model's joint space only
+        ctx.require_zeroshot("finetune --head cosine")
+        T = class_text_embeddings(ctx.model, ctx.tokenizer, classes, templates(args))
     m, head = finetune(ctx.model, train_ds, test_ds, len(classes), head=args.head, text_embeddings=T,
                        unfreeze=args.unfreeze, epochs=args.epochs, lr=args.lr, backbone_lr=args.backbone_lr,
                        weight_decay=args.weight_decay, max_steps=args.max_steps, batch_size=args.batch_size,
@@ -235,8 +265,8 @@ def _finetune(ctx: Context, spec: str, args) -> dict:
     save_safetensors({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, files["head"])
     if args.unfreeze != "none":
         files["backbone"] = str(ctx.out / f"{name}.visual.safetensors")
-        save_safetensors({k: v.detach().contiguous().cpu() for k, v in ctx.model.clip.visual.state_dict().items()},
-                         files["backbone"])
+        visual = ctx.model.clip.visual if hasattr(ctx.model, "clip") else ctx.model.visual
+        save_safetensors({k: v.detach().contiguous().cpu() for k, v in visual.state_dict().items()}, files["backbone"])
     metrics, details = split_metrics(m)
     details.update({"protocol": note, "head": args.head, "unfreeze": args.unfreeze, "resize": args.resize,
                     "augment": not args.no_augment, "epochs": args.epochs, "lr": args.lr, "max_steps": args.max_steps})
@@ -253,20 +283,24 @@ EVALUATORS: dict[str, Evaluator] = {e.name: e for e in (
     Evaluator("linear-probe", "logistic regression on frozen features, C chosen on a validation split", _linear_probe,
               (opt("--val-fraction", type=float, default=0.2),
                opt("--standardize", action="store_true", help="z-score features (default: raw unit features)")),
-              groups=("split",), clip_benchmark="linear_probe"),
+              groups=("split", "image"), clip_benchmark="linear_probe"),
     Evaluator("few-shot", "k = 1..128 shots per class, several draws, mean ± std, plot", _few_shot,
               (opt("--seeds", type=int, default=5, help="random draws per k"),
                opt("--max-log2-k", type=int, default=7, help="largest k is 2^this (capped at the class size)"),
                opt("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression"),
                opt("--no-zeroshot", action="store_true", help="leave out the k = 0 (zero-shot) row")),
-              groups=("split", "zeroshot")),
+              groups=("split", "zeroshot", "image")),
     Evaluator("knn", "cosine k-nearest-neighbour classification on embeddings", _knn,
               (opt("--k", type=int, default=20),
                opt("--weighting", choices=("similarity", "majority"), default="similarity"),
                opt("--temperature", type=float, default=0.07)),
-              groups=("split",)),
+              groups=("split", "image")),
     Evaluator("confusions", "top confused class pairs (IoU) and a PNG grid of mistakes (zero-shot)", _confusions,
-              (opt("--top", type=int, default=10),), groups=("zeroshot",), text=_confusion_pairs),
+              (opt("--top", type=int, default=10),
+               opt("--classifier", choices=("zeroshot", "linear-probe"), default=None,
+                   help="whose mistakes: the zero-shot classifier, or a linear probe trained on the split's train "
+                        "part (default: zero-shot where the features allow it)")),
+              groups=("zeroshot", "split", "image"), text=_confusion_pairs),
 )}
 
 FINETUNE = Evaluator(
@@ -280,7 +314,7 @@ FINETUNE = Evaluator(
      opt("--max-steps", type=int, default=None),
      opt("--seed", type=int, default=0),
      opt("--no-augment", action="store_true", help="train without the method.md §4 augmentations")),
-    groups=("zeroshot", "split"))
+    groups=("zeroshot", "split", "image"))
 
 
 # ------------------------------------------------------------------ running one
