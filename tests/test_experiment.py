@@ -302,3 +302,87 @@ def test_shipped_grids_are_valid_and_tuning_never_reads_a_test_split(name, n_cel
             specs = [e[1] for e in c.evals] + list(c.config.get("zeroshot") or [])
             assert not any("cifar10-test" in s or s.startswith("cifar10:") or "scenes-demo" in s
                            or "flickr8k-test" in s for s in specs), specs
+
+
+# ------------------------------------------------------------- sources: evaluated-only models beside trained ones
+@pytest.mark.parametrize("entry, message", [
+    ({"checkpoint": "a", "train": {}}, "give exactly one of checkpoint, timm (with weights) or train"),
+    ({"label": "x"}, "give exactly one of checkpoint"),
+    ({"timm": "resnet18"}, "timm and weights go together"),
+    ({"checkpoint": "a", "seeds": "0"}, "seeds must be a list of integers"),
+    ({"checkpoint": "a", "weigths": "w"}, "unknown key 'weigths' (did you mean 'weights'?)"),
+    ({"train": {"batch_sise": 3}}, "sources.s.train: unknown key 'batch_sise'"),
+    ({"checkpoint": "a", "evals": [["knn", "x", "--features", "both"]]}, "argument --features: invalid choice"),
+])
+def test_invalid_sources_are_refused_with_the_key_named(tmp_path, entry, message):
+    g = minimal(tmp_path, sources={"s": entry}, grid={"seed": [0], "source": ["s"]})
+    with pytest.raises(GridError) as e:
+        load_grid(write_grid(tmp_path, g))
+    assert message in str(e.value)
+
+
+def test_sources_expand_to_evaluated_only_and_trained_cells(tmp_path, capsys):
+    evals = [["knn", "scenes-scene:x", "--k", "3"]]
+    g = minimal(tmp_path, set={"train_data": "scenes:x", "max_steps": 3, "threads": 1}, evals=evals, sources={
+        "net": {"label": "imagenet", "checkpoint": "imagenet:efficientnet-lite0",
+                "evals": [["linear-probe", "scenes-scene:x", "--image-size", "64"],
+                          ["finetune", "scenes-scene:x", "--unfreeze", "all", "--seed", "{seed}"]]},
+        "clip": {"checkpoint": "runs/b/clip-s{seed}", "seeds": [0, 2]},
+        "t": {"timm": "resnet18", "weights": "r18.safetensors"},
+        "lit": {"label": "lit-clip", "train": {"model": "cloob-minilm-rn-tiny", "method": "cloob"}},
+    }, grid={"seed": [0, 1], "source": ["net", "clip", "t", "lit"]}, per_method={"cloob": {"inv_tau": 10.0}})
+    path = write_grid(tmp_path, g)
+    cells = {c.name: c for c in expand(load_grid(path))}
+    assert list(cells) == ["s0-net", "s0-clip", "s0-t", "s0-lit", "s1-net", "s1-t", "s1-lit"]  # clip: seeds 0, 2
+    assert cells["s0-clip"].source == {"checkpoint": "runs/b/clip-s0"}
+    assert cells["s1-net"].config["label"] == "imagenet" and cells["s1-net"].config["seed"] == 1
+    assert cells["s1-net"].config["threads"] == 1 and cells["s0-t"].evals == evals
+    lit = cells["s0-lit"]
+    assert lit.source is None and lit.config["model"] == "cloob-minilm-rn-tiny" and lit.config["label"] == "lit-clip"
+    assert lit.config["inv_tau"] == 10.0  # per_method of the trained source's method
+    assert main(["experiment", "--grid", str(path), "--dry-run", "--only", "s0-*"]) == 0
+    out = capsys.readouterr().out
+    assert (f"cloob eval linear-probe --checkpoint imagenet:efficientnet-lite0 --dataset scenes-scene:x --out "
+            f"{tmp_path / 'out' / 's0-net' / 'eval'} --image-size 64") in out
+    assert "cloob finetune --checkpoint imagenet:efficientnet-lite0 --dataset scenes-scene:x" in out
+    assert cells["s1-net"].evals[1][-2:] == ["--seed", "1"] and cells["s0-net"].evals[1][-2:] == ["--seed", "0"]
+    assert "cloob eval knn --timm resnet18 --weights r18.safetensors --dataset scenes-scene:x --out" in out
+    assert f"cloob train --config {tmp_path / 'out' / 's0-lit' / 'cell.yaml'}" in out
+    assert f"cloob train --config {tmp_path / 'out' / 's0-net'}" not in out
+
+
+@pytest.mark.slow
+def test_an_evaluated_only_grid_runs_archives_and_compares(tmp_path, scenes, capfd, monkeypatch):
+    import torch
+
+    from cloob.checkpoint import save_checkpoint
+    from cloob.models import create_model
+
+    monkeypatch.chdir(tmp_path)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model, _, _ = create_model("cloob-rn-tiny")
+        save_checkpoint(tmp_path / f"ck-s{seed}" / "checkpoints", 7, model.clip.state_dict(), {"extras": {}},
+                        {"model": "cloob-rn-tiny", "method": "clip", "step": 7})
+    spec = f"scenes-scene:{scenes}"
+    path = write_grid(tmp_path, {
+        "name": "src", "out": str(tmp_path / "out"), "archive": str(tmp_path / "results"), "set": {"threads": 1},
+        "sources": {"emb": {"label": "embedding", "checkpoint": str(tmp_path / "ck-s{seed}")},
+                    "bb": {"label": "backbone", "checkpoint": str(tmp_path / "ck-s{seed}"),
+                           "evals": [["knn", spec, "--k", "3", "--features", "backbone"],
+                                     ["finetune", spec, "--features", "backbone", "--max-steps", "1", "--epochs", "1"]]}},
+        "grid": {"seed": [0, 1], "source": ["emb", "bb"]},
+        "evals": [["knn", spec, "--k", "3"]], "parallel": 2, "compare": {"group_by": "label"}})
+    assert main(["experiment", "--grid", str(path)]) == 0
+    out = capfd.readouterr().out
+    assert "4/4 cells finished" in out
+    knn = json.loads(next((tmp_path / "out" / "s1-bb" / "eval").glob("knn-backbone-*.json")).read_text())
+    assert knn["features"] == "backbone" and knn["step"] == 7 and knn["checkpoint"].startswith(str(tmp_path / "ck-s1"))
+    assert list((tmp_path / "out" / "s1-bb" / "eval").glob("finetune-linear-none-backbone-*.json"))
+    assert not (tmp_path / "out" / "s0-emb" / "checkpoints").exists()  # nothing trained
+    assert (tmp_path / "results" / "s0-bb" / "DONE").is_file() and (tmp_path / "results" / "s0-bb" / "config.yaml").is_file()
+    cmp = (tmp_path / "out" / "compare" / "compare.md").read_text()
+    assert "backbone" in cmp and "embedding" in cmp
+    # finished cells are skipped on a rerun
+    assert main(["experiment", "--grid", str(path)]) == 0
+    assert "skip" not in out and capfd.readouterr().out.count("skip s") == 4

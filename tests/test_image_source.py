@@ -75,13 +75,13 @@ def test_linear_probe_and_refusals_on_imagenet_lite0(run, tmp_path, capsys, monk
     common = ["--checkpoint", "imagenet:efficientnet-lite0", "--dataset", f"scenes-scene:{scenes}", "--batch-size", "20",
               "--image-size", "32"]
     assert main(["eval", "linear-probe", *common]) == 0
-    res = _json(tmp_path / "eval-imagenet-efficientnet-lite0" / "linear-probe-scenes-scene-scenes.json")
+    res = _json(tmp_path / "eval-imagenet-efficientnet-lite0" / "linear-probe-backbone-scenes-scene-scenes.json")
     assert res["features"] == "backbone" and res["source"] == "imagenet:efficientnet-lite0"
     assert 0 <= res["metrics"]["top1"] <= 1
     assert list((tmp_path / "cache" / "features" / "imagenet-efficientnet-lite0").glob("labelled-backbone-*.npz"))
     # confusions without a text tower: a linear probe's mistakes
     assert main(["eval", "confusions", *common]) == 0
-    conf = _json(tmp_path / "eval-imagenet-efficientnet-lite0" / "confusions-scenes-scene-scenes.json")
+    conf = _json(tmp_path / "eval-imagenet-efficientnet-lite0" / "confusions-backbone-scenes-scene-scenes.json")
     assert conf["details"]["protocol"]["classifier"] == "linear-probe"
     capsys.readouterr()
     for argv in (["eval", "zeroshot", "--checkpoint", "imagenet:efficientnet-lite0", "--dataset", f"scenes-scene:{scenes}"],
@@ -132,7 +132,7 @@ def test_a_timm_model_loads_from_a_local_file_with_the_network_off(run, tmp_path
     env.update(HF_HOME=str(tmp_path / "empty-hf-home"), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
-    res = _json(out / "knn-scenes-scene-scenes.json")
+    res = _json(out / "knn-backbone-scenes-scene-scenes.json")
     assert res["source"] == "timm:test_efficientnet" and res["model"] == "test_efficientnet"
 
 
@@ -219,7 +219,8 @@ def test_features_backbone_through_the_cli_on_a_clip_checkpoint(run, capsys):
     run_dir, scenes = run
     common = ["--checkpoint", str(run_dir), "--dataset", f"scenes-scene:{scenes}", "--batch-size", "20"]
     assert main(["eval", "linear-probe", *common, "--features", "backbone"]) == 0
-    res = _json(run_dir / "eval" / "linear-probe-scenes-scene-scenes.json")
+    assert not (run_dir / "eval" / "linear-probe-scenes-scene-scenes.json").exists()  # embedding results stay apart
+    res = _json(run_dir / "eval" / "linear-probe-backbone-scenes-scene-scenes.json")
     assert res["features"] == "backbone" and res["step"] == 5 and res["method"] == "clip"
     caches = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*/features/*.npz"))
     assert any(n.startswith("labelled-backbone-") for n in caches)
@@ -227,11 +228,13 @@ def test_features_backbone_through_the_cli_on_a_clip_checkpoint(run, capsys):
     model, _, _ = load_image_model(str(run_dir), features="backbone")
     assert isinstance(model, ImageEncoder) and model.kind == "clip-backbone"
     assert main(["eval", "few-shot", *common, "--features", "backbone", "--seeds", "1", "--max-log2-k", "1"]) == 0
-    fs = _json(run_dir / "eval" / "few-shot-scenes-scene-scenes.json")
+    fs = _json(run_dir / "eval" / "few-shot-backbone-scenes-scene-scenes.json")
     assert "k=0/mean" not in fs["metrics"] and "joint" in fs["details"]["zeroshot"]
     assert main(["finetune", *common, "--features", "backbone", "--unfreeze", "last", "--max-steps", "2"]) == 0
-    ft = _json(run_dir / "eval" / "finetune-linear-last-scenes-scene-scenes.json")
+    ft = _json(run_dir / "eval" / "finetune-linear-last-backbone-scenes-scene-scenes.json")
     assert ft["features"] == "backbone" and ft["metrics"]["steps"] == 2
+    assert (run_dir / "eval" / "few-shot-backbone-scenes-scene-scenes.png").is_file()
+    assert (run_dir / "eval" / "finetune-linear-last-backbone-scenes-scene-scenes.visual.safetensors").is_file()
     capsys.readouterr()
     assert main(["finetune", *common, "--features", "backbone", "--head", "cosine"]) == 2
     assert "joint" in capsys.readouterr().err

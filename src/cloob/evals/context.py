@@ -32,9 +32,11 @@ def default_cache_dir(checkpoint: str | Path) -> Path:
     return ckpt.parent / f"features-{ckpt.stem}" if ckpt.is_file() else ckpt / "features"
 
 
-def result_path(out: str | Path, evaluator: str, spec: str) -> Path:
-    """Where an evaluator's result JSON for a dataset spec goes: ``<out>/<evaluator>-<dataset slug>.json``."""
-    return Path(out) / f"{evaluator}-{spec_slug(spec)}.json"
+def result_path(out: str | Path, evaluator: str, spec: str, features: str = "embedding") -> Path:
+    """Where an evaluator's result JSON for a dataset spec goes: ``<out>/<evaluator>-<dataset slug>.json``
+    (``<evaluator>-backbone-<slug>.json`` for ``--features backbone``)."""
+    tag = "" if features == "embedding" else f"-{features}"
+    return Path(out) / f"{evaluator}{tag}-{spec_slug(spec)}.json"
 
 
 # ------------------------------------------------------------------ the loaded checkpoint
@@ -98,6 +100,10 @@ class Context:
             raise ImageSourceError(f"{what} needs class text embeddings in the joint space (a CLIP-like checkpoint "
                                    f"with --features embedding): {why}")
 
+    def result_stem(self, evaluator: str, spec: str) -> str:
+        """``<evaluator>[-backbone]-<dataset slug>``: the name of a result's files (backbone features apart)."""
+        return result_path("", evaluator, spec, self.features).stem
+
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr)
 
@@ -150,7 +156,7 @@ class Context:
             "bad_samples": bad or {}, "files": files or {}, **(extra or {}),
         }
         self.out.mkdir(parents=True, exist_ok=True)
-        path = result_path(self.out, evaluator, spec)
+        path = result_path(self.out, evaluator, spec, self.features)
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(result, indent=1, default=float))
         tmp.replace(path)

@@ -172,7 +172,7 @@ def _few_shot(ctx: Context, spec: str, args) -> dict:
     m = fewshot(train.features, train.labels, test.features, test.labels, ks=ks, seeds=args.seeds, C=args.C,
                 zeroshot_top1=zs)
     metrics, details = split_metrics(m)
-    png = ctx.out / f"few-shot-{spec_slug(spec)}.png"
+    png = ctx.out / f"{ctx.result_stem('few-shot', spec)}.png"
     plot_fewshot(m, png, title=f"{ctx.meta.get('method')} step {ctx.meta.get('step')} · {spec_slug(spec)}")
     details["protocol"] = note
     if why_no_zeroshot:
@@ -212,7 +212,7 @@ def _confusions(ctx: Context, spec: str, args) -> dict:
     metrics, details = split_metrics(evaluate_confusions(pred, test.labels, classes, top=args.top))
     details["protocol"] = protocol
     cfg = preprocess_cfg(ctx.model)
-    png = ctx.out / f"confusions-{spec_slug(spec)}.png"
+    png = ctx.out / f"{ctx.result_stem('confusions', spec)}.png"
     mistakes_grid(ds, test.indices, test.labels, pred, classes, png, mean=cfg["mean"], std=cfg["std"])
     return {"metrics": metrics, "details": details, "bad": test.report, "files": {"mistakes": str(png)}}
 
@@ -259,7 +259,7 @@ def _finetune(ctx: Context, spec: str, args) -> dict:
                        weight_decay=args.weight_decay, max_steps=args.max_steps, batch_size=args.batch_size,
                        num_workers=args.workers, seed=args.seed, classes=classes, progress=True)
     evaluator = f"finetune-{args.head}-{args.unfreeze}"
-    name = f"{evaluator}-{spec_slug(spec)}"
+    name = ctx.result_stem(evaluator, spec)
     ctx.out.mkdir(parents=True, exist_ok=True)
     files = {"head": str(ctx.out / f"{name}.head.safetensors")}
     save_safetensors({k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}, files["head"])

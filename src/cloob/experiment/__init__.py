@@ -18,6 +18,14 @@ An experiment is YAML data (see ``experiments/``). Keys:
     recipes:                            # optional; entries named by a `recipe` axis: TrainConfig
       ramp: {inv_tau_start: 10.0, inv_tau_ramp: 0.5}           #   overrides (a recipe is a tuned
                                         #   hyper-parameter: --select picks the best per method)
+    sources:                            # optional; entries named by a `source` axis: a model to
+      imagenet: {label: imagenet-lite0, checkpoint: "imagenet:efficientnet-lite0",   # evaluate only
+                 evals: [[linear-probe, "cifar10-test:", "--image-size", "64"]]}
+      clip: {checkpoint: "runs/budget/clip-s{seed}", seeds: [0, 1]}     # {seed}: the cell's seed
+      net: {timm: resnet50, weights: r50.safetensors}                   # a timm model, local weights
+      lit: {label: lit, train: {model: cloob-minilm-rn-tiny, lock_text: true}}  # trained here
+                                        #   (evals: replaces the top-level list; seeds: the seeds
+                                        #   the source has; cells of other seeds are left out)
     grid:                               # required; the cross product of the lists, in this order
       method: [clip, cloob]             #   every TrainConfig key may be an axis
       seed: [0, 1, 2, 3, 4]
@@ -29,12 +37,17 @@ An experiment is YAML data (see ``experiments/``). Keys:
                                         #   (evaluators and their options: cloob.evals.registry)
       - [zeroshot, "scenes-scene:data-cache/scenes-demo"]
       - [linear-probe, "cifar10-test:", "--train-dataset", "cifar10-train:"]
+      - [finetune, "cifar10-test:", "--seed", "{seed}"]    # {seed}: the cell's seed
     analyze: "scenes-retrieval:data-cache/scenes-demo"   # optional `cloob analyze` per cell
     parallel: 1                         # cells at once (--parallel overrides)
     compare: {baseline: clip}           # optional: baseline, metric (list), alpha, group_by
     select: "zeroshot-scenes-scene-scenes-val/top1"      # optional: write <out>/best.json after the run
 
-Override order: base < set < datasets[dataset] < recipes[recipe] < grid values < per_method[method].
+Override order: base < set < datasets[dataset] < recipes[recipe] < sources[source].train < grid values
+< per_method[method]. A cell of an evaluated-only source trains nothing: its evaluations read the source
+(``--checkpoint`` or ``--timm``/``--weights``) and write ``<cell>/eval/``; its ``config.yaml`` holds the
+label, the axis values (seed) and the source, which is what ``cloob compare`` groups by. ``finetune``
+may be an ``evals`` entry too (``[finetune, SPEC, --unfreeze, all, ...]``).
 
 A cell is named from its axis values in grid order: the method bare, ``s<seed>``, the
 dataset and the recipe bare, any other axis as ``<key><value>`` (``cloob-inv_tau30-hopfield_beta8-s0``).

@@ -15,12 +15,14 @@ from pathlib import Path
 import yaml
 
 from cloob.errors import CloobError
-from cloob.evals.registry import EVALUATORS, EvalArgumentError, parse_args
+from cloob.evals.registry import EVALUATORS, FINETUNE, EvalArgumentError, parse_args
 
-GRID_KEYS = ("name", "out", "prepare", "base", "set", "datasets", "recipes", "grid", "axes_for", "per_method",
-             "evals", "analyze", "parallel", "compare", "select", "archive")
+GRID_KEYS = ("name", "out", "prepare", "base", "set", "datasets", "recipes", "sources", "grid", "axes_for",
+             "per_method", "evals", "analyze", "parallel", "compare", "select", "archive")
 COMPARE_KEYS = ("baseline", "metric", "alpha", "group_by")
-NOT_HYPER = ("method", "seed", "dataset")  # axes that are not tuned hyper-parameters
+SOURCE_KEYS = ("label", "checkpoint", "timm", "weights", "train", "evals", "seeds")
+NOT_HYPER = ("method", "seed", "dataset", "source")  # axes that are not tuned hyper-parameters
+GRID_EVALUATORS = (*EVALUATORS, FINETUNE.name)
 
 
 class GridError(CloobError, ValueError):
@@ -114,14 +116,43 @@ def _check_evals(evals, where: str) -> list[list[str]]:
     for e in evals:
         if not isinstance(e, list) or len(e) < 2 or not all(isinstance(x, (str, int, float)) for x in e):
             raise GridError(f"{where}: each entry must be [evaluator, dataset spec, extra args...], got {e!r}")
-        if e[0] not in EVALUATORS:
-            raise GridError(f"{where}: unknown evaluator {e[0]!r}; expected one of {', '.join(EVALUATORS)}")
+        if e[0] not in GRID_EVALUATORS:
+            raise GridError(f"{where}: unknown evaluator {e[0]!r}; expected one of {', '.join(GRID_EVALUATORS)}")
         entry = [str(x) for x in e]
         try:  # the registry's parser: a misspelt option fails here, before any cell trains
-            parse_args(entry[0], ["--checkpoint", "-", "--dataset", *entry[1:]])
+            parse_args(entry[0], ["--checkpoint", "-", "--dataset", *_with_seed([entry[1:]], "0")[0]])
         except EvalArgumentError as err:
             raise GridError(f"{where}: {entry}: {err}") from None
         out.append(entry)
+    return out
+
+
+def _check_sources(sources, where: str) -> dict:
+    """``sources`` entries: a model to evaluate (``checkpoint``, or ``timm`` + ``weights``) or to train here
+    (``train``: TrainConfig overrides), with an optional ``label``, ``evals`` list and ``seeds`` subset."""
+    if not isinstance(sources, dict):
+        raise GridError(f"{where}: expected a mapping of name -> source entry")
+    out = {}
+    for name, entry in sources.items():
+        at = f"{where}.{name}"
+        if not isinstance(entry, dict):
+            raise GridError(f"{at}: expected a mapping with checkpoint, timm + weights, or train")
+        _no_unknown(entry, SOURCE_KEYS, at)
+        kinds = [k for k in ("checkpoint", "timm", "train") if k in entry]
+        if len(kinds) != 1:
+            raise GridError(f"{at}: give exactly one of checkpoint, timm (with weights) or train, got {kinds or 'none'}")
+        if ("timm" in entry) != ("weights" in entry):
+            raise GridError(f"{at}: timm and weights go together (cloob never downloads weights)")
+        seeds = entry.get("seeds")
+        if seeds is not None and (not isinstance(seeds, list) or not all(isinstance(x, int) for x in seeds)):
+            raise GridError(f"{at}: seeds must be a list of integers, got {seeds!r}")
+        src = {"label": str(entry.get("label", name)), "seeds": seeds,
+               "evals": _check_evals(entry["evals"], f"{at}.evals") if "evals" in entry else None}
+        if "train" in entry:
+            src["train"] = _overrides(entry["train"] or {}, f"{at}.train")
+        else:
+            src["model"] = {k: str(entry[k]) for k in ("checkpoint", "timm", "weights") if k in entry}
+        out[str(name)] = src
     return out
 
 
@@ -152,6 +183,7 @@ def load_grid(path: str | Path) -> dict:
     if not isinstance(recipes, dict):
         raise GridError(f"{path}: recipes must be a mapping of name -> config overrides")
     g["recipes"] = {str(name): _overrides(entry or {}, f"{path}: recipes.{name}") for name, entry in recipes.items()}
+    g["sources"] = _check_sources(g.get("sources") or {}, f"{path}: sources")
     if not isinstance(g["grid"], dict) or not g["grid"]:
         raise GridError(f"{path}: grid must be a non-empty mapping of axis -> list of values")
     grid = {}
@@ -160,7 +192,7 @@ def load_grid(path: str | Path) -> dict:
         values = values if isinstance(values, list) else [values]
         if not values:
             raise GridError(f"{path}: grid.{axis} is an empty list")
-        if axis in ("dataset", "recipe"):
+        if axis in ("dataset", "recipe", "source"):
             entries = g[axis + "s"]
             for v in values:
                 if v not in entries:
@@ -206,13 +238,19 @@ class Cell:
     overrides: dict  # set < dataset < axes < per_method, as applied
     config: dict  # base merged with overrides: the cell's cell.yaml
     evals: list = field(default_factory=list)
+    source: dict | None = None  # an evaluated-only model (checkpoint, or timm + weights); None: the cell trains
 
 
 def _part(axis: str, value) -> str:
     text = re.sub(r"[^A-Za-z0-9_.]+", "_", str(value))
-    if axis in ("method", "dataset", "recipe"):
+    if axis in ("method", "dataset", "recipe", "source"):
         return text
     return f"s{text}" if axis == "seed" else f"{axis}{text}"
+
+
+def _with_seed(evals: list, seed: str) -> list:
+    """``{seed}`` in an evaluation's arguments becomes the cell's seed (its split and fine-tuning seeds)."""
+    return [[arg.replace("{seed}", seed) for arg in e] for e in evals]
 
 
 def expand(g: dict) -> list[Cell]:
@@ -224,7 +262,11 @@ def expand(g: dict) -> list[Cell]:
     cells, seen = [], {}
     for values in itertools.product(*g["grid"].values()):
         chosen = dict(zip(axes, values))
-        method = chosen.get("method", g["set"].get("method", base.get("method", "clip")))
+        src = g["sources"].get(chosen.get("source"))
+        if src and src["seeds"] is not None and chosen.get("seed") not in src["seeds"]:
+            continue  # a source that exists for some seeds only (e.g. two trained checkpoints)
+        method = chosen.get("method", (src or {}).get("train", {}).get(
+            "method", g["set"].get("method", base.get("method", "clip"))))
         if method in g["axes_for"]:
             keep = set(g["axes_for"][method] or []) | set(NOT_HYPER)
             chosen = {a: v for a, v in chosen.items() if a in keep}
@@ -234,17 +276,27 @@ def expand(g: dict) -> list[Cell]:
                 continue
             raise GridError(f"cells {seen[name]} and {chosen} get the same name {name!r}")
         seen[name] = chosen
+        cell_dir = Path(g["out"]) / name
+        if src and "model" in src:  # evaluated only: no training config
+            seed = str(chosen.get("seed", ""))
+            model = {k: v.replace("{seed}", seed) for k, v in src["model"].items()}
+            threads = {"threads": g["set"]["threads"]} if "threads" in g["set"] else {}  # a shared machine's limit
+            overrides = {"label": src["label"], **threads, **{a: v for a, v in chosen.items() if a != "source"}}
+            config = {**overrides, "source": model, "name": name, "run_dir": str(cell_dir)}
+            evals = src["evals"] if src["evals"] is not None else g["evals"]
+            cells.append(Cell(name, cell_dir, chosen, overrides, config, _with_seed(evals, seed), source=model))
+            continue
         ds = g["datasets"].get(chosen.get("dataset"), {"set": {}, "evals": None})
         recipe = g["recipes"].get(chosen.get("recipe"), {})
-        overrides = {**g["set"], **ds["set"], **recipe,
-                     **{a: v for a, v in chosen.items() if a not in ("dataset", "recipe")},
+        trained = {"label": src["label"], **src["train"]} if src else {}
+        overrides = {**g["set"], **ds["set"], **recipe, **trained,
+                     **{a: v for a, v in chosen.items() if a not in ("dataset", "recipe", "source")},
                      **g["per_method"].get(method, {})}
-        cell_dir = Path(g["out"]) / name
         config = {**base, **overrides, "name": name, "run_dir": str(cell_dir), "resume": "auto"}
         try:
             build_config(None, config)
         except ConfigError as e:
             raise GridError(f"cell {name}: {e}") from None
-        cells.append(Cell(name, cell_dir, chosen, overrides, config,
-                          ds["evals"] if ds["evals"] is not None else g["evals"]))
+        evals = next(e for e in (src and src["evals"], ds["evals"], g["evals"]) if e is not None)
+        cells.append(Cell(name, cell_dir, chosen, overrides, config, _with_seed(evals, str(config.get("seed", "")))))
     return cells

@@ -37,13 +37,25 @@ def cell_threads(cell: Cell, threads: int) -> int:
 
 
 def cell_commands(cell: Cell, g: dict, threads: int, progress: bool) -> list[tuple[str, list[str]]]:
-    """(kind, ``cloob`` argv) of the cell's steps in order: ``train``, one ``eval`` per evaluation, ``analyze``."""
+    """(kind, ``cloob`` argv) of the cell's steps in order: ``train``, one ``eval`` per evaluation, ``analyze``.
+
+    A cell of an evaluated-only source (``cell.source``) has only its evaluations, of that model, written to
+    ``<cell>/eval``."""
+    if cell.source is not None:
+        model = (["--checkpoint", cell.source["checkpoint"]] if "checkpoint" in cell.source
+                 else ["--timm", cell.source["timm"], "--weights", cell.source["weights"]])
+        cmds = []
+        for evaluator, spec, *extra in cell.evals:
+            head = ["finetune"] if evaluator == "finetune" else ["eval", evaluator]
+            cmds.append(("eval", [*head, *model, "--dataset", spec, "--out", str(cell.dir / "eval"), *extra]))
+        return cmds
     train = ["train", "--config", str(cell.dir / "cell.yaml"), "--threads", str(threads)]
     if not progress:
         train.append("--no-progress")
     cmds = [("train", train)]
     for evaluator, spec, *extra in cell.evals:
-        cmds.append(("eval", ["eval", evaluator, "--checkpoint", str(cell.dir), "--dataset", spec, *extra]))
+        head = ["finetune"] if evaluator == "finetune" else ["eval", evaluator]
+        cmds.append(("eval", [*head, "--checkpoint", str(cell.dir), "--dataset", spec, *extra]))
     if g.get("analyze"):
         cmds.append(("analyze", ["analyze", "--checkpoint", str(cell.dir), "--dataset", g["analyze"]]))
     return cmds
@@ -91,14 +103,15 @@ def _log_to(path: Path) -> None:
 
 
 def _evaluate(argv: list[str], threads: int) -> None:
-    """``cloob eval NAME ARGS...`` in this process, through the registry."""
+    """``cloob eval NAME ARGS...`` (or ``cloob finetune ARGS...``) in this process, through the registry."""
     import torch
 
     from cloob.evals import registry
 
     torch.set_num_threads(threads)
-    ev = registry.get(argv[1])
-    path, result = registry.evaluate(ev, registry.parse_args(argv[1], argv[2:]))
+    name, args = (argv[0], argv[1:]) if argv[0] == "finetune" else (argv[1], argv[2:])
+    ev = registry.get(name)
+    path, result = registry.evaluate(ev, registry.parse_args(name, args))
     print(registry.summary(ev, path, result), flush=True)
 
 
@@ -114,6 +127,9 @@ def run_cell(cell: Cell, g: dict, threads: int, parallel: int) -> dict:
     threads = cell_threads(cell, threads)
     cell.dir.mkdir(parents=True, exist_ok=True)
     (cell.dir / "cell.yaml").write_text(yaml.safe_dump(cell.config, sort_keys=False))
+    step = None  # an evaluated-only cell trains nothing
+    if cell.source is not None:  # what compare and the report read of a run: its label and seed
+        (cell.dir / "config.yaml").write_text(yaml.safe_dump(cell.config, sort_keys=False))
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     for kind, argv in cell_commands(cell, g, threads, progress=parallel == 1):
         log = cell.dir / ("train.log" if kind == "train" else "eval.log")
