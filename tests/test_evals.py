@@ -320,3 +320,18 @@ def test_compare_groups_by_several_config_keys(tmp_path):
     assert test["p"] == pytest.approx(ttest_ind(vals[("clip", 600)], vals[("cloob", 600)], equal_var=False).pvalue)
     with pytest.raises(ValueError, match="no 'method,seedless'"):
         cmp.compare_runs([str(tmp_path / "*")], tmp_path / "cmp2", group_by="method,seedless")
+
+
+def test_compare_keeps_backbone_and_embedding_results_of_one_evaluator_apart(tmp_path):
+    for i, (emb, bb) in enumerate([(0.5, 0.7), (0.52, 0.74)]):
+        _fake_run(tmp_path, f"clip-{i}", "clip", i, emb)
+        run = tmp_path / f"clip-{i}"
+        result = json.loads((run / "eval" / "zeroshot-cifar10-test.json").read_text())
+        result.update(evaluator="linear-probe", features="backbone", metrics={"top1": bb})
+        (run / "eval" / "linear-probe-backbone-cifar10-test.json").write_text(json.dumps(result))
+        result.update(features="embedding", metrics={"top1": emb})
+        (run / "eval" / "linear-probe-cifar10-test.json").write_text(json.dumps(result))
+    res = cmp.compare_runs([str(tmp_path / "*")], tmp_path / "cmp")
+    means = {(r["evaluator"], r["metric"]): r["groups"]["clip"]["mean"] for r in res["rows"]}
+    assert means[("linear-probe", "top1")] == pytest.approx(0.51)
+    assert means[("linear-probe-backbone", "top1")] == pytest.approx(0.72)

@@ -78,11 +78,14 @@ def collect(patterns: list[str], *, metric_files: str = "eval/*.json", group_by:
                 raise ValueError(f"run {run}: no {group_by!r} in config.yaml or in {f.name}")
             group = "/".join(str(v) for v in parts)
             seed = cfg.get("seed", (d.get("config") or {}).get("seed"))
+            evaluator = d.get("evaluator", f.stem)
+            if d.get("features", "embedding") != "embedding":  # backbone features: a column of their own
+                evaluator = f"{evaluator}-{d['features']}"
             for metric, value in d["metrics"].items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not _keep(metric, metrics):
                     continue
                 records.append({"run": str(run), "group": str(group), "seed": seed,
-                                "evaluator": d.get("evaluator", f.stem), "dataset": d.get("dataset_slug", d.get("dataset", "")),
+                                "evaluator": evaluator, "dataset": d.get("dataset_slug", d.get("dataset", "")),
                                 "metric": metric, "value": float(value)})
     if not records:
         raise ValueError(f"no metrics found in {metric_files} of {len(runs)} run(s)")
