@@ -269,7 +269,9 @@ def _finetune(ctx: Context, spec: str, args) -> dict:
         save_safetensors({k: v.detach().contiguous().cpu() for k, v in visual.state_dict().items()}, files["backbone"])
     metrics, details = split_metrics(m)
     details.update({"protocol": note, "head": args.head, "unfreeze": args.unfreeze, "resize": args.resize,
-                    "augment": not args.no_augment, "epochs": args.epochs, "lr": args.lr, "max_steps": args.max_steps})
+                    "augment": not args.no_augment, "epochs": args.epochs, "lr": args.lr,
+                    "backbone_lr": args.lr / 10 if args.backbone_lr is None else args.backbone_lr,
+                    "max_steps": args.max_steps})
     if args.head == "cosine":
         details["template_weights"] = head.template_weights.detach().cpu().tolist()
     return {"evaluator": evaluator, "metrics": metrics, "details": details, "files": files}
