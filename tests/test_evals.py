@@ -335,3 +335,28 @@ def test_compare_keeps_backbone_and_embedding_results_of_one_evaluator_apart(tmp
     means = {(r["evaluator"], r["metric"]): r["groups"]["clip"]["mean"] for r in res["rows"]}
     assert means[("linear-probe", "top1")] == pytest.approx(0.51)
     assert means[("linear-probe-backbone", "top1")] == pytest.approx(0.72)
+
+
+@pytest.mark.parametrize("n_classes", [3, 2])
+def test_lp_ft_head_starts_as_the_probes_classifier(n_classes):
+    """The head from probe_head_init gives the sklearn probe's logits; untrained (0 epochs) its accuracy."""
+    from cloob.evals.finetune import probe_head_init
+    from cloob.evals.linear_probe import fit_probe
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(n_classes), 30)
+    x = torch.eye(3)[y] + 0.6 * torch.from_numpy(rng.standard_normal((len(y), 3))).float()
+    ds = TensorDataset(x, y, CLASSES[:n_classes])
+    model = LinearMaps()
+    W, b, info = probe_head_init(model, ds, n_classes, batch_size=16, seed=0)
+    feats = nn.functional.normalize(x, dim=-1).numpy()
+    clf, ref = fit_probe(feats, y, seed=0)
+    decision = clf.decision_function(feats)
+    logits = (torch.from_numpy(feats) @ W.T + b).numpy()
+    if n_classes == 2:  # one logit in sklearn: the second class against the first
+        np.testing.assert_allclose(logits[:, 1] - logits[:, 0], decision, rtol=0, atol=1e-4)
+    else:
+        np.testing.assert_allclose(logits, decision, rtol=0, atol=1e-4)
+    assert info["probe_C"] == ref["C"]
+    m, _ = finetune(model, ds, ds, n_classes, head="linear", epochs=0, batch_size=16, head_init=(W, b))
+    assert m["steps"] == 0 and m["top1"] == pytest.approx(np.mean(clf.predict(feats) == y))

@@ -235,7 +235,13 @@ def test_features_backbone_through_the_cli_on_a_clip_checkpoint(run, capsys):
     assert ft["features"] == "backbone" and ft["metrics"]["steps"] == 2
     assert (run_dir / "eval" / "few-shot-backbone-scenes-scene-scenes.png").is_file()
     assert (run_dir / "eval" / "finetune-linear-last-backbone-scenes-scene-scenes.visual.safetensors").is_file()
+    assert main(["finetune", *common, "--features", "backbone", "--unfreeze", "all", "--max-steps", "1",
+                 "--head-init", "probe"]) == 0
+    lpft = _json(run_dir / "eval" / "finetune-linear-all-backbone-scenes-scene-scenes.json")
+    assert lpft["details"]["head_init"] == "probe" and "probe_C" in lpft["details"]
     capsys.readouterr()
+    assert main(["finetune", *common, "--head", "cosine", "--head-init", "probe"]) == 2
+    assert "--head-init probe starts the linear head" in capsys.readouterr().err
     assert main(["finetune", *common, "--features", "backbone", "--head", "cosine"]) == 2
     assert "joint" in capsys.readouterr().err
     assert main(["eval", "knn", *common, "--image-size", "48"]) == 2  # a ModifiedResNet runs at its own size

@@ -113,13 +113,39 @@ def make_head(head: str, dim: int, n_classes: int, text_embeddings: torch.Tensor
     raise ValueError(f"head must be one of {HEADS}, got {head!r}")
 
 
+def probe_head_init(model, probe_dataset, n_classes: int, *, batch_size: int = 64, num_workers: int = 0,
+                    seed: int = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The linear head's start for LP-FT (Kumar et al. 2022, "fine-tuning can distort pretrained features"):
+    a logistic-regression probe (C chosen on a validation part, :func:`~cloob.evals.linear_probe.fit_probe`)
+    on the frozen features of the training images, read with the evaluation transform.
+
+    Returns (weight (n_classes, d), bias (n_classes,), probe info): ``weight @ x + bias`` are the probe's
+    logits; a class the training images lack gets weight 0 and a bias 10 below the lowest.
+    """
+    from cloob.evals.linear_probe import fit_probe
+
+    feats = encode_labelled(model, probe_dataset, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    clf, info = fit_probe(feats.features, feats.labels, seed=seed)
+    coef, intercept = np.asarray(clf.coef_, dtype=np.float32), np.asarray(clf.intercept_, dtype=np.float32)
+    present = np.asarray(clf.classes_)
+    weight = np.zeros((n_classes, feats.features.shape[1]), dtype=np.float32)
+    bias = np.full(n_classes, float(intercept.min()) - 10.0, dtype=np.float32)
+    if coef.shape[0] == 1:  # two classes: sklearn keeps one row, the logit of the second class against the first
+        weight[present[1]], bias[present[1]], bias[present[0]] = coef[0], intercept[0], 0.0
+    else:
+        weight[present], bias[present] = coef, intercept
+    return torch.from_numpy(weight), torch.from_numpy(bias), {"probe_C": info["C"], "probe_val_top1": info["val_top1"]}
+
+
 def finetune(model, train_dataset, test_dataset, n_classes: int, *, head: str = "linear",
              text_embeddings: torch.Tensor | None = None, unfreeze: str = "none", epochs: int = 1,
              lr: float = 1e-3, backbone_lr: float | None = None, weight_decay: float = 0.0,
              max_steps: int | None = None, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
-             classes=None, progress: bool = False) -> tuple[dict, nn.Module]:
+             classes=None, progress: bool = False,
+             head_init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[dict, nn.Module]:
     """Train a head (and optionally the backbone) with cross-entropy; score on ``test_dataset``.
 
+    ``head_init``: (weight (C, d), bias (C,)) the linear head starts from (see :func:`probe_head_init`).
     Returns (flat metrics: ``top1``, ``top5``, ``per_class/…``, ``train_loss`` (last epoch mean),
     ``steps``, ``train_seconds``; the trained head).
     """
@@ -135,6 +161,12 @@ def finetune(model, train_dataset, test_dataset, n_classes: int, *, head: str = 
             dim = int(model.encode_image(train_dataset_sample(train_dataset).unsqueeze(0).to(device)).shape[-1])
     inv_tau = float(model.inv_tau.detach()) if hasattr(model, "inv_tau") else 1 / 0.07
     head_mod = make_head(head, dim, n_classes, text_embeddings, inv_tau).to(device)
+    if head_init is not None:
+        if not isinstance(head_mod, LinearHead):
+            raise ValueError("head_init starts a linear head; the cosine head starts from the class text embeddings")
+        with torch.no_grad():
+            head_mod.linear.weight.copy_(head_init[0])
+            head_mod.linear.bias.copy_(head_init[1])
     bb_params = backbone_parameters(model, unfreeze)
     groups = [{"params": list(head_mod.parameters()), "lr": lr}]
     if bb_params:

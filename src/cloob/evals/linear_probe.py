@@ -61,7 +61,19 @@ def probe_predictions(train_features: np.ndarray, train_labels: np.ndarray, test
                       test_labels: np.ndarray, *, Cs=C_GRID, val_fraction: float = 0.2, seed: int = 0,
                       standardize: bool = False, max_iter: int = 1000) -> tuple[dict, np.ndarray]:
     """:func:`linear_probe`'s metrics and its (N_test,) predicted labels."""
-    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    test_labels = np.asarray(test_labels)
+    clf, out = fit_probe(train_features, train_labels, Cs=Cs, val_fraction=val_fraction, seed=seed,
+                         standardize=standardize, max_iter=max_iter)
+    pred = clf.predict(test_features)
+    out.update({"top1": float(np.mean(pred == test_labels)), "n_test": int(len(test_labels))})
+    return out, pred
+
+
+def fit_probe(train_features: np.ndarray, train_labels: np.ndarray, *, Cs=C_GRID, val_fraction: float = 0.2,
+              seed: int = 0, standardize: bool = False, max_iter: int = 1000):
+    """The probe's classifier: C chosen on a stratified validation part of the training features, then refit on
+    all of them. Returns (classifier, {``C``, ``val_top1``, ``val_top1/C=<c>``, ``n_train``})."""
+    train_labels = np.asarray(train_labels)
     if len(np.unique(train_labels)) < 2:
         raise ValueError("linear probe needs at least two classes in the training features")
     fit_pos, val_pos = stratified_split(train_labels, val_fraction, seed)
@@ -75,10 +87,8 @@ def probe_predictions(train_features: np.ndarray, train_labels: np.ndarray, test
             if acc > best_acc:  # ties keep the smaller C (stronger regularisation)
                 best_C, best_acc = C, acc
     clf = fit_logistic(train_features, train_labels, best_C, max_iter, standardize)
-    pred = clf.predict(test_features)
-    out.update({"top1": float(np.mean(pred == test_labels)), "C": float(best_C), "val_top1": best_acc,
-                "n_train": int(len(train_labels)), "n_test": int(len(test_labels))})
-    return out, pred
+    out.update({"C": float(best_C), "val_top1": best_acc, "n_train": int(len(train_labels))})
+    return clf, out
 
 
 # ------------------------------------------------------------------ CLIP_benchmark's protocol

@@ -250,6 +250,19 @@ def _finetune(ctx: Context, spec: str, args) -> dict:
         from cloob.evals.templates import load_classnames
 
         classes = load_classnames(args.classnames, len(classes))
+    head_init, probe = None, {}
+    if args.head_init == "probe":  # LP-FT: the linear head starts where a probe on the frozen features ends
+        if args.head != "linear":
+            raise EvalArgumentError("--head-init probe starts the linear head (--head linear)")
+        from cloob.evals.finetune import probe_head_init
+
+        eval_tf = image_transform(ctx.model, train=False, resize=args.resize)
+        if args.train_dataset:
+            probe_ds = open_labelled(args.train_dataset, image_transform=eval_tf, policy=ctx.policy)
+        else:
+            probe_ds = Subset(open_labelled(spec, image_transform=eval_tf, policy=ctx.policy), tr.tolist())
+        *head_init, probe = probe_head_init(ctx.model, probe_ds, len(classes), batch_size=args.batch_size,
+                                            num_workers=args.workers, seed=args.split_seed, progress=True)
     T = None
     if args.head == "cosine":  # the head's class weights are text embeddings: a CLIP-like model's joint space only
         ctx.require_zeroshot("finetune --head cosine")
@@ -257,7 +270,7 @@ def _finetune(ctx: Context, spec: str, args) -> dict:
     m, head = finetune(ctx.model, train_ds, test_ds, len(classes), head=args.head, text_embeddings=T,
                        unfreeze=args.unfreeze, epochs=args.epochs, lr=args.lr, backbone_lr=args.backbone_lr,
                        weight_decay=args.weight_decay, max_steps=args.max_steps, batch_size=args.batch_size,
-                       num_workers=args.workers, seed=args.seed, classes=classes, progress=True)
+                       num_workers=args.workers, seed=args.seed, classes=classes, progress=True, head_init=head_init)
     evaluator = f"finetune-{args.head}-{args.unfreeze}"
     name = ctx.result_stem(evaluator, spec)
     ctx.out.mkdir(parents=True, exist_ok=True)
@@ -271,6 +284,7 @@ def _finetune(ctx: Context, spec: str, args) -> dict:
     details.update({"protocol": note, "head": args.head, "unfreeze": args.unfreeze, "resize": args.resize,
                     "augment": not args.no_augment, "epochs": args.epochs, "lr": args.lr,
                     "backbone_lr": args.lr / 10 if args.backbone_lr is None else args.backbone_lr,
+                    "head_init": args.head_init, **probe,
                     "max_steps": args.max_steps})
     if args.head == "cosine":
         details["template_weights"] = head.template_weights.detach().cpu().tolist()
@@ -309,6 +323,8 @@ FINETUNE = Evaluator(
     "finetune", "train a linear or cosine-similarity head (backbone frozen or not)", _finetune,
     (opt("--head", choices=("linear", "cosine"), default="linear"),
      opt("--unfreeze", choices=("none", "last", "all"), default="none"),
+     opt("--head-init", choices=("random", "probe"), default="random",
+         help="probe: start the linear head from a logistic-regression probe on the frozen features (LP-FT)"),
      opt("--epochs", type=int, default=10),
      opt("--lr", type=float, default=1e-3),
      opt("--backbone-lr", type=float, default=None, help="default: lr / 10"),
