@@ -265,3 +265,30 @@ def test_unfreeze_last_of_timm_models_trains_their_last_stage_only():
         last = len(net.blocks) - 1
         assert all(not n.startswith(f"blocks.{last - 1}.") for n in trained), name
         assert all(p.requires_grad == (id(p) in params) for p in net.parameters())
+
+
+def test_unfreeze_last_keeps_the_frozen_batchnorm_statistics_and_trains_the_last_blocks():
+    import timm
+
+    from cloob.evals.finetune import finetune
+
+    torch.manual_seed(0)
+    net = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
+    enc = ImageEncoder(net, "test_efficientnet", "timm")
+    bn_first = net.bn1.running_mean.clone()          # the stem's BatchNorm: frozen under --unfreeze last
+    bn_last = net.bn2.running_mean.clone()           # the head convolution's BatchNorm: trained
+    x = torch.randn(24, 3, 32, 32) * 3 + 1
+    y = torch.arange(24) % 3
+
+    class DS(torch.utils.data.Dataset):
+        classes = ["a", "b", "c"]
+
+        def __len__(self):
+            return 24
+
+        def __getitem__(self, i):
+            return x[i], int(y[i])
+
+    finetune(enc, DS(), DS(), 3, unfreeze="last", epochs=1, batch_size=12)
+    torch.testing.assert_close(net.bn1.running_mean, bn_first, rtol=0, atol=0)
+    assert not torch.equal(net.bn2.running_mean, bn_last)

@@ -6,7 +6,8 @@ logits_c = exp(t)·cos(I, T̃_c) with learnable t (initialised from the model's 
 log(1/0.07)). Linear head: ``nn.Linear(d, C)`` on the (unit-norm) image features.
 Backbone (image tower only; the text tower is never trained): ``none`` frozen (in eval
 mode, BatchNorm statistics fixed), ``last`` only its last block trainable (ResNet: layer4 +
-attention pool; ViT: last residual block + ln_post + proj), ``all`` trainable. Loss:
+attention pool; ViT: last residual block + ln_post + proj; the frozen rest stays in eval mode),
+``all`` trainable. Loss:
 cross-entropy; optimiser AdamW, constant learning rate (``backbone_lr`` for the backbone).
 The augmentations are the training dataset's transform (``image_transform(..., augment=True)``).
 """
@@ -102,6 +103,19 @@ def backbone_parameters(model, unfreeze: str) -> list[nn.Parameter]:
     return params
 
 
+def set_train_modes(model, unfreeze: str) -> None:
+    """Training mode for the trained part only: frozen layers stay in eval mode, so their BatchNorm keeps its
+    running statistics (neither normalising with the batch's nor updating them) and dropout stays off.
+    ``none``: all eval; ``last``: only :func:`last_block` trains; ``all``: the whole image tower."""
+    model.eval()
+    visual = model.clip.visual if hasattr(model, "clip") else getattr(model, "visual", model)
+    if unfreeze == "all":
+        visual.train()
+    elif unfreeze == "last":
+        for module in last_block(visual):
+            module.train()
+
+
 def make_head(head: str, dim: int, n_classes: int, text_embeddings: torch.Tensor | None = None,
               inv_tau: float = 1 / 0.07) -> nn.Module:
     if head == "linear":
@@ -174,9 +188,7 @@ def finetune(model, train_dataset, test_dataset, n_classes: int, *, head: str = 
     opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
     steps, losses, t0 = 0, [], time.perf_counter()
     for epoch in range(epochs):
-        model.eval()
-        if unfreeze != "none":
-            (model.clip.visual if hasattr(model, "clip") else model).train()
+        set_train_modes(model, unfreeze)
         head_mod.train()
         loader = make_loader(train_dataset, batch_size, shuffle=True, seed=seed, epoch=epoch, drop_last=False,
                              num_workers=num_workers)
