@@ -24,10 +24,12 @@ def test_cloob_eval_and_experiment_name_the_registry_evaluators():
     assert list(_subcommands(build_parser(), "eval")) == list(EVALUATORS)
     assert "finetune" in _subcommands(build_parser()) and "finetune" not in EVALUATORS
     assert list(EVALUATORS) == ["zeroshot", "retrieval", "linear-probe", "few-shot", "knn", "confusions"]
-    with pytest.raises(GridError, match="expected one of zeroshot, retrieval, linear-probe, few-shot, knn, confusions"):
-        from cloob.experiment.grid import _check_evals
+    from cloob.experiment.grid import _check_evals
 
-        _check_evals([["finetune", "x"]], "grid")
+    assert _check_evals([["finetune", "x", "--unfreeze", "all"]], "grid") == [["finetune", "x", "--unfreeze", "all"]]
+    with pytest.raises(GridError, match="expected one of zeroshot, retrieval, linear-probe, few-shot, knn, confusions, "
+                                        "finetune"):
+        _check_evals([["fine-tune", "x"]], "grid")
 
 
 @pytest.mark.parametrize("name", list(EVALUATORS) + ["finetune"])
