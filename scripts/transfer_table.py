@@ -3,7 +3,7 @@
     python scripts/transfer_table.py results/transfer-cifar10 [--baseline imagenet-lite0] \
         [--rows imagenet-lite0,lit-clip,clip-5400,cloob-5400] [--plot docs/figures/transfer-cifar10-kshot.png]
 
-Rows: the grid's labels. Columns: linear probe on the backbone features (and on the joint embedding where
+Only finished cells (``<cell>/DONE``) count. Rows: the grid's labels. Columns: linear probe on the backbone features (and on the joint embedding where
 there is one), fine-tuned with the last block and with everything trainable, zero-shot, and k-shot at
 k = 1, 16, 128. Cells: mean ± std over seeds (n when it differs from 3); p: Welch's t-test against the
 baseline row, * when p < 0.05. The figure: k-shot top-1 against k (log axis), mean ± std over seeds, one
@@ -30,7 +30,10 @@ COLUMNS = [
 def _rows(grid: str, baseline: str | None):
     from cloob.evals.compare import aggregate, collect
 
-    return aggregate(collect([str(Path(grid) / "*")], group_by="label"), baseline=baseline)
+    finished = sorted(str(done.parent) for done in Path(grid).glob("*/DONE"))  # a running cell's results are partial
+    if not finished:
+        raise SystemExit(f"error: no finished cell (*/DONE) in {grid}")
+    return aggregate(collect(finished, group_by="label"), baseline=baseline)
 
 
 def table(data: dict, rows: list[str], baseline: str | None) -> str:
