@@ -188,10 +188,10 @@ def load_timm(name: str, weights: str | Path) -> ImageEncoder:
     if name not in timm.list_models():
         raise ImageSourceError(f"--timm {name}: timm has no such architecture (timm.list_models() lists them)")
     state = read_state(weights)
-    probe = timm.create_model(name, pretrained=False, num_classes=0)
-    heads = [k for k in _classifier_keys(timm.create_model(name, pretrained=False)) if f"{k}.weight" in state]
+    headless = timm.create_model(name, pretrained=False, num_classes=0)  # its pretrained_cfg names the classifier
+    heads = [k for k in _classifier_keys(headless) if f"{k}.weight" in state]
     classes = int(state[f"{heads[0]}.weight"].shape[0]) if heads else 0
-    model = timm.create_model(name, pretrained=False, num_classes=classes) if classes else probe
+    model = timm.create_model(name, pretrained=False, num_classes=classes) if classes else headless
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -206,8 +206,9 @@ def load_timm(name: str, weights: str | Path) -> ImageEncoder:
     return ImageEncoder(model.eval(), name, "timm")
 
 
-def load_imagenet(source: str) -> ImageEncoder:
-    """``imagenet:<name>``: an ImageNet classifier whose weights an installed package ships (no network)."""
+def load_imagenet(source: str) -> tuple[ImageEncoder, Path]:
+    """``imagenet:<name>``: an ImageNet classifier whose weights an installed package ships (no network);
+    returns (encoder, the weights file)."""
     import timm
 
     from cloob.towers.efficientnet import load_efficientnet_lite
@@ -222,7 +223,7 @@ def load_imagenet(source: str) -> ImageEncoder:
     model = timm.create_model(arch, pretrained=False)
     load_efficientnet_lite(model, path)
     model.preprocess_cfg = _timm_preprocess(model)
-    return ImageEncoder(model.eval(), source, "timm")
+    return ImageEncoder(model.eval(), source, "timm"), path
 
 
 # ------------------------------------------------------------------ input size
@@ -285,10 +286,7 @@ def load_image_model(checkpoint: str | None = None, *, timm_name: str | None = N
         if timm_name:
             model, path, fmt = load_timm(timm_name, weights), Path(weights), "timm"
         else:
-            from cloob.towers.packages import weights_path
-
-            model = load_imagenet(str(checkpoint))
-            path, fmt = weights_path(IMAGENET_MODELS[str(checkpoint)[len(IMAGENET_PREFIX):]]), "imagenet"
+            (model, path), fmt = load_imagenet(str(checkpoint)), "imagenet"
         meta = {"model": model.model_name, "checkpoint": str(path), "format": fmt, "step": None, "method": None,
                 "sha256": file_digest(path)["sha256"]}
         features = "backbone"
