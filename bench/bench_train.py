@@ -11,7 +11,7 @@ and the pre-decoded uint8 cache of the same pairs (`cloob data cache`), plus tor
 Also the FLOPs of one fp32 training step (torch.utils.flop_counter) against this machine's measured
 fp32 matmul rate: the fraction of peak the step reaches.
 
-    python bench/bench_train.py [--images 7680] [--repeats 3] [--rows fp32,best] [--compile]
+    python bench/bench_train.py [--images 7680] [--repeats 3] [--rows fp32,best] [--compile] [--out train]
 """
 from __future__ import annotations
 
@@ -118,6 +118,7 @@ def main() -> int:
     ap.add_argument("--rows", default="fp32,best", help="fp32 (both sides fp32) and/or best (each side's best)")
     ap.add_argument("--compile", action="store_true", help="best row: torch.compile on both sides too")
     ap.add_argument("--workdir", default=str(ROOT / "data-cache" / "bench-train"))
+    ap.add_argument("--out", default="train", help="results name: bench/results/<out>.json (the report reads 'train')")
     args = ap.parse_args()
     workdir = Path(args.workdir)
     prepare(workdir, args.images)
@@ -164,7 +165,7 @@ def main() -> int:
     payload["flops"] = flops
     print(f"  one step: {flops['step_gflop']:.1f} GFLOP; fp32 matmul rate {flops['matmul_peak_gflops']:.0f} GFLOP/s"
           + (f"; cloob fp32 reaches {flops['fraction_of_peak_fp32']:.1%} of it" if "fp32" in rows else ""))
-    write("train", payload, "python bench/bench_train.py " + " ".join(sys.argv[1:]))
+    write(args.out, payload, "python bench/bench_train.py " + " ".join(sys.argv[1:]))
     return 0
 
 

@@ -3,12 +3,18 @@
     python scripts/budget_table.py runs/budget-scenes [runs/budget-ablation-scenes ...] \
         --metric "zeroshot-scenes-scene-*/top1" --metric "zeroshot-scenes-object-*/top1" \
         --plot docs/figures/budget-scenes.png
+    python scripts/budget_table.py results/flickr8k --by label \
+        --metric "retrieval-flickr8k-test/text_to_image/R@1" --metric "retrieval-flickr8k-test/image_to_text/R@1"
 
 Reads every finished cell of the grid directories (``<grid>/*/DONE``): each cell's ``eval/*.json`` (metric = ``<eval file stem glob>/<key>``),
 its ``DONE`` (wall seconds) and the last training record of ``metrics.jsonl`` (the collapse
 diagnostics). Prints Markdown: per budget and metric, mean ± std over seeds (n) for every
 method, and the difference of each method to the first (the baseline, CLIP) with Welch's p
-(* when p < 0.05); then the diagnostics at the end of training. Only finished cells count.
+(* when p < 0.05); then the diagnostics at the end of training, and those of ``cloob analyze``
+(``analysis/analysis.json``) where the cells ran it. Only finished cells count.
+
+Cells are grouped by ``method`` (default) or, with ``--by label``, by their recipe label without its
+budget suffix (``cloob-paper-1200`` -> ``cloob-paper``), so two recipes of one method stay apart.
 """
 from __future__ import annotations
 
@@ -32,6 +38,46 @@ DIAGNOSTICS = [
 ]
 
 
+# cloob analyze's embedding diagnostics of the last analysed checkpoint (the paper's §4 / Figure 3 measures)
+ANALYSIS = [
+    ("effective eigenvalues, image (99 %)", "eig/image"),
+    ("effective eigenvalues, text (99 %)", "eig/text"),
+    ("uniformity, image (W&I, lower = more uniform)", "unif/image"),
+    ("uniformity, text", "unif/text"),
+    ("alignment (W&I, lower = closer)", "alignment"),
+    ("matched cosine: mean", "sim/matched_mean"),
+    ("matched cosine: width (std)", "sim/matched_std"),
+    ("top-10 unmatched cosine: mean", "sim/unmatched_mean"),
+    ("top-10 unmatched cosine: width (std)", "sim/unmatched_std"),
+]
+
+
+def _analysis(cell: Path) -> dict:
+    path = cell / "analysis" / "analysis.json"
+    if not path.is_file():
+        return {}
+    cks = json.loads(path.read_text()).get("checkpoints") or []
+    if not cks:
+        return {}
+    ck = max(cks, key=lambda c: c.get("step") or 0)
+    out = {"eig/image": ck["image"]["effective_eigenvalues"], "eig/text": ck["text"]["effective_eigenvalues"],
+           "unif/image": ck["image"]["uniformity"], "unif/text": ck["text"]["uniformity"],
+           "alignment": ck["alignment"]}
+    out.update({f"sim/{k}": ck["similarity"][k]
+                for k in ("matched_mean", "matched_std", "unmatched_mean", "unmatched_std")})
+    return out
+
+
+def group_name(cfg: dict, by: str) -> str:
+    """The row a cell belongs to: its method, or its label without the ``-<max_steps>`` suffix."""
+    method = cfg.get("method", "clip")
+    if by == "method":
+        return method
+    label = str(cfg.get("label") or method)
+    suffix = f"-{int(cfg['max_steps'])}"
+    return label[: -len(suffix)] if label.endswith(suffix) else label
+
+
 def _last_train(cell: Path) -> dict:
     last = last_train_record(cell) or {}
     out = {k: last[k] for k in ("loss_gap_nats", "cos/x", "cos/y") if isinstance(last.get(k), (int, float))}
@@ -51,22 +97,25 @@ def _fmt(vals: list[float], scale: float, digits: int = 1) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f} ({len(vals)})"
 
 
-def collect(grids: list[Path], metrics: list[str]) -> tuple[dict, list[str]]:
-    """{(method, budget): {"metric:<spec>": [...], "diag:<key>": [...], "seconds": [...]}}, methods in order.
+def collect(grids: list[Path], metrics: list[str], by: str = "method") -> tuple[dict, list[str], dict]:
+    """{(group, budget): {"metric:<spec>": [...], "diag:<key>": [...], "ana:<key>": [...], "seconds": [...]}},
+    the groups in order, and each group's method.
 
     Several grids pool their cells (e.g. a budget grid and its ablation cells on the same data)."""
     # every finished cell on disk: cells.json lists only the cells of the last `--only` selection
     dones = sorted(p for grid in grids for p in grid.glob("*/DONE"))
     data: dict = defaultdict(lambda: defaultdict(list))
     methods: list[str] = []
+    method_of: dict[str, str] = {}
     for done in dones:
         cell = done.parent
         finished = json.loads(done.read_text())
         cfg = finished["config"]
-        method, budget = cfg.get("method", "clip"), int(cfg["max_steps"])
-        if method not in methods:
-            methods.append(method)
-        bucket = data[(method, budget)]
+        group, budget = group_name(cfg, by), int(cfg["max_steps"])
+        if group not in methods:
+            methods.append(group)
+            method_of[group] = cfg.get("method", "clip")
+        bucket = data[(group, budget)]
         bucket["seconds"].append(float(finished.get("seconds", math.nan)))
         for spec in metrics:
             v = cell_metric(cell, spec)
@@ -74,10 +123,14 @@ def collect(grids: list[Path], metrics: list[str]) -> tuple[dict, list[str]]:
                 bucket[f"metric:{spec}"].append(v)
         for k, v in _last_train(cell).items():
             bucket[f"diag:{k}"].append(v)
-    # the paper's order of the ablation cells; the first method present is the baseline (CLIP)
-    order = ["clip", "infoloob", "infonce-hopfield", "cloob"]
-    methods.sort(key=lambda m: (order.index(m) if m in order else len(order), m))
-    return data, methods
+        for k, v in _analysis(cell).items():
+            bucket[f"ana:{k}"].append(v)
+    # the paper's order of the ablation cells, then SigLIP's pair; the first group present is the
+    # baseline (CLIP); recipes of one method follow it, in name order
+    order = ["clip", "infoloob", "infonce-hopfield", "cloob", "siglip", "siglip-hopfield"]
+    rank = {m: (order.index(m) if m in order else len(order)) for m in method_of.values()}
+    methods.sort(key=lambda g: (g != "clip", rank[method_of[g]], g != method_of[g], g))
+    return data, methods, method_of
 
 
 def table(data: dict, methods: list[str], metrics: list[str]) -> str:
@@ -110,6 +163,16 @@ def table(data: dict, methods: list[str], metrics: list[str]) -> str:
             vals = {m: data.get((m, b), {}).get(f"diag:{key}", []) for m in methods}
             if any(vals.values()):
                 lines.append(f"| {b} | {label} | " + " | ".join(_fmt(vals[m], 1, 2) for m in methods) + " |")
+    if any(k.startswith("ana:") for bucket in data.values() for k in bucket):
+        lines += ["", "Embedding diagnostics of `cloob analyze` at the last step (mean ± std over seeds):", "",
+                  "| budget (steps) | diagnostic | " + " | ".join(methods) + " |",
+                  "| --- " * (2 + len(methods)) + "|"]
+        for b in budgets:
+            for label, key in ANALYSIS:
+                vals = {m: data.get((m, b), {}).get(f"ana:{key}", []) for m in methods}
+                if any(vals.values()):
+                    digits = 0 if key.startswith("eig/") else 2
+                    lines.append(f"| {b} | {label} | " + " | ".join(_fmt(vals[m], 1, digits) for m in methods) + " |")
     lines += ["", "| budget (steps) | " + " | ".join(f"{m} wall s / cell" for m in methods) + " |",
               "| --- " * (1 + len(methods)) + "|"]
     for b in budgets:
@@ -118,7 +181,8 @@ def table(data: dict, methods: list[str], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot(data: dict, methods: list[str], metrics: list[str], out: Path, title: str) -> None:
+def plot(data: dict, methods: list[str], metrics: list[str], out: Path, title: str,
+         method_of: dict | None = None) -> None:
     from cloob.analysis.plots import _figure, method_colour, save_png
 
     from matplotlib.ticker import NullLocator
@@ -137,7 +201,10 @@ def plot(data: dict, methods: list[str], metrics: list[str], out: Path, title: s
                     ys.append(100 * statistics.fmean(v))
                     es.append(100 * statistics.stdev(v) if len(v) > 1 else 0.0)
             if xs:
-                ax.errorbar(xs, ys, yerr=es, color=method_colour(m), marker="o", ms=4, capsize=3, lw=1.4, label=m)
+                # a second recipe of a method keeps the method's colour, dashed
+                method = (method_of or {}).get(m, m)
+                ax.errorbar(xs, ys, yerr=es, color=method_colour(method), marker="o", ms=4, capsize=3, lw=1.4,
+                            ls="-" if m == method else "--", label=m)
         ax.set_xscale("log")
         ax.set_xticks(budgets)
         ax.set_xticklabels([str(b) for b in budgets])
@@ -159,15 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("grid", nargs="+", help="grid output dirs (their cells are pooled)")
     ap.add_argument("--metric", action="append", required=True, help="<eval file stem glob>/<key> (repeatable)")
     ap.add_argument("--plot", default=None, help="write the budget curve PNG here")
+    ap.add_argument("--by", choices=["method", "label"], default="method",
+                    help="group cells by method, or by recipe label without its budget suffix")
     args = ap.parse_args(argv)
     grids = [Path(g) for g in args.grid]
-    data, methods = collect(grids, args.metric)
+    data, methods, method_of = collect(grids, args.metric, args.by)
     if not data:
         print(f"no finished cells in {', '.join(map(str, grids))}", file=sys.stderr)
         return 1
     print(table(data, methods, args.metric))
     if args.plot:
-        plot(data, methods, args.metric, Path(args.plot), " + ".join(g.name for g in grids))
+        plot(data, methods, args.metric, Path(args.plot), " + ".join(g.name for g in grids), method_of)
         print(f"\nwrote {args.plot}")
     return 0
 

@@ -12,18 +12,13 @@ The cache lives outside the repository (``$CLOOB_CACHE`` or ``~/.cache/cloob``);
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 from pathlib import Path
 
+from cloob.cache import cache_root
 from cloob.data.bad import DataError
 
 SPLITS = ("train", "val", "test")
-
-
-def default_cache() -> Path:
-    """``$CLOOB_CACHE``, else ``~/.cache/cloob``: where extracted data sets live (never the repository)."""
-    return Path(os.environ.get("CLOOB_CACHE") or Path.home() / ".cache" / "cloob")
 
 
 def default_tar() -> Path:
@@ -41,7 +36,7 @@ def extract_flickr8k(out: str | Path | None = None, tar: str | Path | None = Non
         DataError: the archive is missing or not the expected layout.
     """
     tar = Path(tar) if tar else default_tar()
-    out = Path(out) if out else default_cache() / "flickr8k"
+    out = Path(out) if out else cache_root() / "flickr8k"
     if not tar.is_file():
         raise DataError(f"Flickr8k archive not found at {tar} (shared/data/flickr8k/flickr8k.tar; see "
                         "shared/data/README.md)")

@@ -51,7 +51,7 @@ class Context:
         from cloob.data import image_transform
         from cloob.data.policy import policy_from
         from cloob.device import default_device
-        from cloob.data.flickr8k import default_cache
+        from cloob.cache import cache_root
         from cloob.image_source import ImageSourceError, is_image_only, load_image_model, source_slug
         from cloob.models import get_tokenizer
         from cloob.model_source import load_model
@@ -81,7 +81,7 @@ class Context:
         slug = source_slug(self.meta.get("source", ""))
         self.out = Path(args.out) if args.out else Path(f"eval-{slug}") if packaged else default_out(self.ckpt)
         self.cache_dir = (None if args.no_cache else Path(args.cache_dir) if args.cache_dir
-                          else default_cache() / "features" / slug if packaged else default_cache_dir(self.ckpt))
+                          else cache_root() / "features" / slug if packaged else default_cache_dir(self.ckpt))
 
     def why_no_zeroshot(self) -> str | None:
         """Why these features cannot be classified zero-shot (no text tower, or not the joint embedding); else None."""

@@ -1,0 +1,77 @@
+"""scripts/budget_table.py on hand-made cells: groups by method or by recipe label, means and Welch's p
+against scipy, the analyze diagnostics, and only finished cells."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("budget_table", ROOT / "scripts" / "budget_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cell(grid: Path, name: str, method: str, label: str, steps: int, r1: float, eig: int | None = None,
+          done: bool = True) -> None:
+    cell = grid / name
+    (cell / "eval").mkdir(parents=True)
+    (cell / "eval" / "retrieval-flickr8k-test.json").write_text(
+        json.dumps({"metrics": {"text_to_image/R@1": r1}}))
+    (cell / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": steps, "loss_gap_nats": -1.0}) + "\n")
+    if eig is not None:
+        ck = {"step": steps, "image": {"effective_eigenvalues": eig, "uniformity": -3.0},
+              "text": {"effective_eigenvalues": eig // 2, "uniformity": -2.5}, "alignment": 1.2,
+              "similarity": {"matched_mean": 0.4, "matched_std": 0.2, "unmatched_mean": 0.6, "unmatched_std": 0.05}}
+        early = dict(ck, step=1, image={"effective_eigenvalues": 1, "uniformity": 0.0})
+        (cell / "analysis").mkdir()
+        (cell / "analysis" / "analysis.json").write_text(json.dumps({"checkpoints": [early, ck]}))
+    if done:
+        cfg = {"method": method, "label": label, "max_steps": steps}
+        (cell / "DONE").write_text(json.dumps({"config": cfg, "seconds": 100.0}))
+
+
+def test_groups_by_label_and_compares_with_welch(tmp_path):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    mod = _script()
+    grid = tmp_path / "flickr8k"
+    clip = [0.10, 0.12, 0.11]
+    paper = [0.05, 0.07, 0.04]
+    for s, v in enumerate(clip):
+        _cell(grid, f"s{s}-clip_1200", "clip", "clip-1200", 1200, v, eig=80)
+    for s, v in enumerate(paper):
+        _cell(grid, f"s{s}-cloob-paper_1200", "cloob", "cloob-paper-1200", 1200, v)
+    _cell(grid, "s0-cloob_1200", "cloob", "cloob-1200", 1200, 0.09)
+    _cell(grid, "s1-cloob_1200", "cloob", "cloob-1200", 1200, 0.99, done=False)  # unfinished: not read
+    spec = "retrieval-flickr8k-test/text_to_image/R@1"
+
+    data, groups, method_of = mod.collect([grid], [spec], by="label")
+    assert groups == ["clip", "cloob", "cloob-paper"]  # CLIP first (the baseline), recipes after their method
+    assert method_of == {"clip": "clip", "cloob": "cloob", "cloob-paper": "cloob"}
+    assert data[("cloob", 1200)][f"metric:{spec}"] == [0.09]
+    assert data[("clip", 1200)]["ana:eig/image"] == [80, 80, 80]  # the last analysed step, not the first
+
+    text = mod.table(data, groups, [spec])
+    p = scipy_stats.ttest_ind(paper, clip, equal_var=False).pvalue
+    row = next(line for line in text.splitlines() if line.startswith("| 1200 | retrieval"))
+    assert "11.0 ± 1.0 (3)" in row and "5.3 ± 1.5 (3)" in row
+    assert f"-5.7 (p={p:.2g}*)" in row
+    assert "effective eigenvalues, image (99 %) | 80 ± 0 (3) | — | — |" in text
+
+    # by method the two CLOOB recipes pool
+    data, groups, _ = mod.collect([grid], [spec], by="method")
+    assert groups == ["clip", "cloob"] and len(data[("cloob", 1200)][f"metric:{spec}"]) == 4
+
+
+def test_group_name_strips_only_the_budget_suffix():
+    mod = _script()
+    assert mod.group_name({"method": "cloob", "label": "lit-cloob-1200", "max_steps": 1200}, "label") == "lit-cloob"
+    assert mod.group_name({"method": "cloob", "label": "cloob-300", "max_steps": 1200}, "label") == "cloob-300"
+    assert mod.group_name({"method": "siglip", "max_steps": 150}, "label") == "siglip"
+    assert mod.group_name({"method": "siglip", "label": "x-150", "max_steps": 150}, "method") == "siglip"
