@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     ("base", ["cloob", "cloob.errors", "cloob.argv", "cloob.device", "cloob.seeding", "cloob.blocks", "cloob.lazy",
               "cloob.methods", "cloob.distributed", "cloob.html", "cloob.rundir", "cloob.archive",
-              "cloob.embedding_stats", "cloob.weights", "cloob.checkpoint", "cloob.locking"]),
+              "cloob.embedding_stats", "cloob.weights", "cloob.checkpoint", "cloob.locking", "cloob.cache"]),
     ("data", ["cloob.data"]),
     ("losses", ["cloob.hopfield", "cloob.loss_kernels", "cloob.losses"]),
     ("models", ["cloob.towers", "cloob.models", "cloob.model_source", "cloob.image_source"]),
