@@ -5,7 +5,8 @@ Python floats / ints or numpy arrays. Pairwise quantities are computed in row
 chunks: a chunk of ``c`` anchors against all ``n`` rows costs ``c·n`` floats,
 never ``n²``. By default ``c`` is chosen so one chunk block is ≤ 128 MiB in
 float64 (50,000 embeddings: 335 rows per chunk), computed in place where possible;
-``tests/test_analysis_memory.py`` (slow) measures the peak for 50,000 × 512.
+``tests/test_analysis_memory.py`` (slow) measures the peak for 24,000 × 512, where one dense
+float32 pairwise matrix alone would take 2.1 GiB.
 
 Shapes: ``x``, ``y``: (n, d); row i of ``x`` and row i of ``y`` are a matched
 pair (image i and its caption). Functions on the sphere l2-normalise rows
