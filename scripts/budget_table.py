@@ -26,7 +26,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from cloob.analysis.runs import cell_metric, last_train_record
+from cloob.analysis.reading import last_analysis_entries
+from cloob.analysis.runs import cell_metric, last_train_record, read_run
 from cloob.analysis.stats import welch_p
 
 DIAGNOSTICS = [
@@ -38,34 +39,24 @@ DIAGNOSTICS = [
 ]
 
 
-# cloob analyze's embedding diagnostics of the last analysed checkpoint (the paper's §4 / Figure 3 measures)
+# cloob analyze's embedding diagnostics of the last analysed checkpoint (the paper's §4 / Figure 3 measures):
+# (label, key, getter on an analysis.json checkpoint entry, decimals)
 ANALYSIS = [
-    ("effective eigenvalues, image (99 %)", "eig/image"),
-    ("effective eigenvalues, text (99 %)", "eig/text"),
-    ("uniformity, image (W&I, lower = more uniform)", "unif/image"),
-    ("uniformity, text", "unif/text"),
-    ("alignment (W&I, lower = closer)", "alignment"),
-    ("matched cosine: mean", "sim/matched_mean"),
-    ("matched cosine: width (std)", "sim/matched_std"),
-    ("top-10 unmatched cosine: mean", "sim/unmatched_mean"),
-    ("top-10 unmatched cosine: width (std)", "sim/unmatched_std"),
+    ("effective eigenvalues, image (99 %)", "eig/image", lambda e: e["image"]["effective_eigenvalues"], 0),
+    ("effective eigenvalues, text (99 %)", "eig/text", lambda e: e["text"]["effective_eigenvalues"], 0),
+    ("uniformity, image (W&I, lower = more uniform)", "unif/image", lambda e: e["image"]["uniformity"], 2),
+    ("uniformity, text", "unif/text", lambda e: e["text"]["uniformity"], 2),
+    ("alignment (W&I, lower = closer)", "alignment", lambda e: e["alignment"], 2),
+    ("matched cosine: mean", "sim/matched_mean", lambda e: e["similarity"]["matched_mean"], 2),
+    ("matched cosine: width (std)", "sim/matched_std", lambda e: e["similarity"]["matched_std"], 2),
+    ("top-10 unmatched cosine: mean", "sim/unmatched_mean", lambda e: e["similarity"]["unmatched_mean"], 2),
+    ("top-10 unmatched cosine: width (std)", "sim/unmatched_std", lambda e: e["similarity"]["unmatched_std"], 2),
 ]
 
 
 def _analysis(cell: Path) -> dict:
-    path = cell / "analysis" / "analysis.json"
-    if not path.is_file():
-        return {}
-    cks = json.loads(path.read_text()).get("checkpoints") or []
-    if not cks:
-        return {}
-    ck = max(cks, key=lambda c: c.get("step") or 0)
-    out = {"eig/image": ck["image"]["effective_eigenvalues"], "eig/text": ck["text"]["effective_eigenvalues"],
-           "unif/image": ck["image"]["uniformity"], "unif/text": ck["text"]["uniformity"],
-           "alignment": ck["alignment"]}
-    out.update({f"sim/{k}": ck["similarity"][k]
-                for k in ("matched_mean", "matched_std", "unmatched_mean", "unmatched_std")})
-    return out
+    entries = last_analysis_entries([read_run(cell)])
+    return {key: get(entries[0][1]) for _, key, get, _ in ANALYSIS} if entries else {}
 
 
 def group_name(cfg: dict, by: str) -> str:
@@ -155,30 +146,31 @@ def table(data: dict, methods: list[str], metrics: list[str]) -> str:
                 else:
                     diffs.append("—")
             lines.append(f"| {b} | {spec} | " + " | ".join(cells + diffs) + " |")
-    lines += ["", "Training diagnostics at the last logged step (mean ± std over seeds):", "",
-              "| budget (steps) | diagnostic | " + " | ".join(methods) + " |",
-              "| --- " * (2 + len(methods)) + "|"]
-    for b in budgets:
-        for label, key in DIAGNOSTICS:
-            vals = {m: data.get((m, b), {}).get(f"diag:{key}", []) for m in methods}
-            if any(vals.values()):
-                lines.append(f"| {b} | {label} | " + " | ".join(_fmt(vals[m], 1, 2) for m in methods) + " |")
+    lines += _diagnostic_rows(data, methods, budgets, "Training diagnostics at the last logged step",
+                              [(label, f"diag:{key}", 2) for label, key in DIAGNOSTICS])
     if any(k.startswith("ana:") for bucket in data.values() for k in bucket):
-        lines += ["", "Embedding diagnostics of `cloob analyze` at the last step (mean ± std over seeds):", "",
-                  "| budget (steps) | diagnostic | " + " | ".join(methods) + " |",
-                  "| --- " * (2 + len(methods)) + "|"]
-        for b in budgets:
-            for label, key in ANALYSIS:
-                vals = {m: data.get((m, b), {}).get(f"ana:{key}", []) for m in methods}
-                if any(vals.values()):
-                    digits = 0 if key.startswith("eig/") else 2
-                    lines.append(f"| {b} | {label} | " + " | ".join(_fmt(vals[m], 1, digits) for m in methods) + " |")
+        lines += _diagnostic_rows(data, methods, budgets, "Embedding diagnostics of `cloob analyze` at the last step",
+                                  [(label, f"ana:{key}", digits) for label, key, _, digits in ANALYSIS])
     lines += ["", "| budget (steps) | " + " | ".join(f"{m} wall s / cell" for m in methods) + " |",
               "| --- " * (1 + len(methods)) + "|"]
     for b in budgets:
         lines.append(f"| {b} | " + " | ".join(_fmt(data.get((m, b), {}).get("seconds", []), 1, 0)
                                                for m in methods) + " |")
     return "\n".join(lines)
+
+
+def _diagnostic_rows(data: dict, methods: list[str], budgets: list[int], title: str,
+                     rows: list[tuple[str, str, int]]) -> list[str]:
+    """A Markdown table (budget, diagnostic, one column per method) of the (label, bucket key, decimals) rows
+    that have a value; mean ± std over seeds."""
+    lines = ["", f"{title} (mean ± std over seeds):", "",
+             "| budget (steps) | diagnostic | " + " | ".join(methods) + " |", "| --- " * (2 + len(methods)) + "|"]
+    for b in budgets:
+        for label, key, digits in rows:
+            vals = {m: data.get((m, b), {}).get(key, []) for m in methods}
+            if any(vals.values()):
+                lines.append(f"| {b} | {label} | " + " | ".join(_fmt(vals[m], 1, digits) for m in methods) + " |")
+    return lines
 
 
 def plot(data: dict, methods: list[str], metrics: list[str], out: Path, title: str,
