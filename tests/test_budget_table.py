@@ -2,20 +2,16 @@
 against scipy, the analyze diagnostics, and only finished cells."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts_loader import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("budget_table", ROOT / "scripts" / "budget_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("budget_table")
 
 
 def _cell(grid: Path, name: str, method: str, label: str, steps: int, r1: float, eig: int | None = None,

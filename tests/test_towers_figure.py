@@ -1,18 +1,14 @@
 """scripts/towers_figure.py on hand-made cells: reads labels, metrics and training seconds; refuses an empty grid."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts_loader import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("towers_figure", ROOT / "scripts" / "towers_figure.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("towers_figure")
 
 
 def _cell(grid: Path, name: str, label: str, top1: float, seconds: float, done: bool = True) -> None:
