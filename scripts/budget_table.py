@@ -31,7 +31,7 @@ from cloob.analysis.runs import cell_metric, last_train_record, read_run
 from cloob.analysis.stats import welch_p
 
 DIAGNOSTICS = [
-    ("loss above collapse (nats/dir.)", "loss_gap_nats"),
+    ("loss above collapse (nats/dir.; sigmoid: nats/anchor, summed over the batch)", "loss_gap_nats"),
     ("image–image cosine", "cos/x"),
     ("text–text cosine", "cos/y"),
     ("patterns per retrieval (U_x, U_y, V_x, V_y mean)", "eff_patterns"),
