@@ -183,6 +183,13 @@ def plot(data: dict, methods: list[str], metrics: list[str], out: Path, title: s
     nrows = (len(metrics) + ncols - 1) // ncols
     fig, axes = _figure(4.6 * ncols, 3.2 * nrows, ncols=ncols, nrows=nrows)
     budgets = sorted({b for _, b in data})
+    # a second recipe of a method keeps the method's colour, dashed and with its own marker (a recipe run at one
+    # budget only is a single point, told apart from the method's other recipes by the marker alone)
+    markers, seen = {}, defaultdict(int)
+    for m in methods:
+        method = (method_of or {}).get(m, m)
+        markers[m] = "os^Dvp"[seen[method] % 6]
+        seen[method] += 1
     for ax, spec in zip(axes, metrics):
         for m in methods:
             xs, ys, es = [], [], []
@@ -193,9 +200,8 @@ def plot(data: dict, methods: list[str], metrics: list[str], out: Path, title: s
                     ys.append(100 * statistics.fmean(v))
                     es.append(100 * statistics.stdev(v) if len(v) > 1 else 0.0)
             if xs:
-                # a second recipe of a method keeps the method's colour, dashed
                 method = (method_of or {}).get(m, m)
-                ax.errorbar(xs, ys, yerr=es, color=method_colour(method), marker="o", ms=4, capsize=3, lw=1.4,
+                ax.errorbar(xs, ys, yerr=es, color=method_colour(method), marker=markers[m], ms=4, capsize=3, lw=1.4,
                             ls="-" if m == method else "--", label=m)
         ax.set_xscale("log")
         ax.set_xticks(budgets)

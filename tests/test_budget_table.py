@@ -71,3 +71,25 @@ def test_group_name_strips_only_the_budget_suffix():
     assert mod.group_name({"method": "cloob", "label": "cloob-300", "max_steps": 1200}, "label") == "cloob-300"
     assert mod.group_name({"method": "siglip", "max_steps": 150}, "label") == "siglip"
     assert mod.group_name({"method": "siglip", "label": "x-150", "max_steps": 150}, "method") == "siglip"
+
+
+def test_plot_tells_recipes_of_one_method_apart(tmp_path, monkeypatch):
+    import cloob.analysis.plots as plots
+
+    mod = _script()
+    grid = tmp_path / "flickr8k"
+    for s in range(2):
+        _cell(grid, f"s{s}-cloob_300", "cloob", "cloob-300", 300, 0.05 + s / 100)
+        _cell(grid, f"s{s}-cloob_1200", "cloob", "cloob-1200", 1200, 0.08 + s / 100)
+        _cell(grid, f"s{s}-cloob-paper_1200", "cloob", "cloob-paper-1200", 1200, 0.07)
+        _cell(grid, f"s{s}-lit-cloob_1200", "cloob", "lit-cloob-1200", 1200, 0.09)
+    spec = "retrieval-flickr8k-test/text_to_image/R@1"
+    data, groups, method_of = mod.collect([grid], [spec], by="label")
+    figs = []
+    monkeypatch.setattr(plots, "save_png", lambda fig, out: figs.append(fig))
+    mod.plot(data, groups, [spec], tmp_path / "x.png", "t", method_of)
+    lines = {c.get_label(): c.lines[0] for c in figs[0].axes[0].containers}  # errorbar: (data line, caps, bars)
+    assert set(lines) == {"cloob", "cloob-paper", "lit-cloob"}
+    assert list(lines["cloob"].get_xdata()) == [300, 1200]
+    assert len({line.get_marker() for line in lines.values()}) == 3  # the two single points differ by marker
+    assert lines["cloob"].get_linestyle() == "-" and lines["lit-cloob"].get_linestyle() == "--"
