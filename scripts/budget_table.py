@@ -15,6 +15,7 @@ method, and the difference of each method to the first (the baseline, CLIP) with
 
 Cells are grouped by ``method`` (default) or, with ``--by label``, by their recipe label without its
 budget suffix (``cloob-paper-1200`` -> ``cloob-paper``), so two recipes of one method stay apart.
+``--inline`` adds one table per budget with each difference and p in its cell, the layout of docs/results.md.
 """
 from __future__ import annotations
 
@@ -159,6 +160,48 @@ def table(data: dict, methods: list[str], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
+def inline_tables(data: dict, methods: list[str], metrics: list[str], names: dict[str, str] | None = None) -> str:
+    """One Markdown table per budget, a row per metric and a column per group, as docs/results.md prints them:
+    ``mean ± std`` in %, the best mean in bold, and after each group but the first its difference to the first
+    with Welch's p, ``(−2.5, p=0.024*)``. Where the groups' numbers of seeds differ, each cell shows its ``[n=…]``."""
+    names = names or {}
+    out = []
+    for b in sorted({b for _, b in data}):
+        rows = []
+        for spec in metrics:
+            vals = {m: [100 * v for v in data.get((m, b), {}).get(f"metric:{spec}", [])] for m in methods}
+            if not any(vals.values()):
+                continue
+            means = {m: statistics.fmean(v) for m, v in vals.items() if v}
+            best = max(means.values())
+            cells = []
+            for i, m in enumerate(methods):
+                v = vals[m]
+                if not v:
+                    cells.append("—")
+                    continue
+                sd = statistics.stdev(v) if len(v) > 1 else 0.0
+                cell = f"{means[m]:.1f} ± {sd:.1f}"
+                if f"{means[m]:.1f}" == f"{best:.1f}":
+                    cell = f"**{cell}**"
+                base = vals[methods[0]]
+                if i and base:
+                    d = means[m] - statistics.fmean(base)
+                    p = welch_p(v, base)
+                    sign = "−" if f"{d:.1f}".startswith("-") else "+"
+                    ptxt = f", p={p:.2g}{'*' if p < 0.05 else ''}" if p == p else ""
+                    cell += f" ({sign}{abs(d):.1f}{ptxt})"
+                ns = {len(x) for x in vals.values() if x}
+                if len(ns) > 1:
+                    cell += f" [n={len(v)}]"
+                cells.append(cell)
+            rows.append(f"| {spec} | " + " | ".join(cells) + " |")
+        if rows:
+            out += [f"| {b} steps | " + " | ".join(names.get(m, m) for m in methods) + " |",
+                    "| --- " * (1 + len(methods)) + "|", *rows, ""]
+    return "\n".join(out).rstrip()
+
+
 def _diagnostic_rows(data: dict, methods: list[str], budgets: list[int], title: str,
                      rows: list[tuple[str, str, int]]) -> list[str]:
     """A Markdown table (budget, diagnostic, one column per method) of the (label, bucket key, decimals) rows
@@ -226,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", default=None, help="write the budget curve PNG here")
     ap.add_argument("--by", choices=["method", "label"], default="method",
                     help="group cells by method, or by recipe label without its budget suffix")
+    ap.add_argument("--inline", action="store_true",
+                    help="also print one table per budget with each difference to the first group inline, "
+                         "as docs/results.md shows them")
     args = ap.parse_args(argv)
     grids = [Path(g) for g in args.grid]
     data, methods, method_of = collect(grids, args.metric, args.by)
@@ -233,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no finished cells in {', '.join(map(str, grids))}", file=sys.stderr)
         return 1
     print(table(data, methods, args.metric))
+    if args.inline:
+        print("\n" + inline_tables(data, methods, args.metric))
     if args.plot:
         plot(data, methods, args.metric, Path(args.plot), " + ".join(g.name for g in grids), method_of)
         print(f"\nwrote {args.plot}")

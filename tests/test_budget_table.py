@@ -93,3 +93,23 @@ def test_plot_tells_recipes_of_one_method_apart(tmp_path, monkeypatch):
     assert list(lines["cloob"].get_xdata()) == [300, 1200]
     assert len({line.get_marker() for line in lines.values()}) == 3  # the two single points differ by marker
     assert lines["cloob"].get_linestyle() == "-" and lines["lit-cloob"].get_linestyle() == "--"
+
+
+def test_inline_tables_put_the_difference_and_welch_p_in_each_cell(tmp_path):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    mod = _script()
+    grid = tmp_path / "g"
+    clip, loob, hop = [0.10, 0.12, 0.11], [0.13, 0.15, 0.14], [0.05]
+    for s in range(3):
+        _cell(grid, f"s{s}-clip", "clip", "clip-150", 150, clip[s])
+        _cell(grid, f"s{s}-infoloob", "infoloob", "infoloob-150", 150, loob[s])
+    _cell(grid, "s0-cloob", "cloob", "cloob-150", 150, hop[0])
+    spec = "retrieval-flickr8k-test/text_to_image/R@1"
+    data, groups, _ = mod.collect([grid], [spec])
+    text = mod.inline_tables(data, groups, [spec], names={"clip": "CLIP"})
+    head, rule, row = text.splitlines()
+    assert head == "| 150 steps | CLIP | infoloob | cloob |"
+    p = scipy_stats.ttest_ind(loob, clip, equal_var=False).pvalue
+    # one seed: no test; the groups' n differ, so every cell shows its own
+    assert row == (f"| {spec} | 11.0 ± 1.0 [n=3] | **14.0 ± 1.0** (+3.0, p={p:.2g}*) [n=3] | "
+                   "5.0 ± 0.0 (−6.0) [n=1] |")
