@@ -201,3 +201,34 @@ def test_memory_efficient_cloob_equals_the_dense_form(monkeypatch, n, block_elem
         torch.testing.assert_close(l1, l2, rtol=0, atol=1e-5)
         torch.testing.assert_close(gx1, gx2, rtol=0, atol=1e-5)
         torch.testing.assert_close(gy1, gy2, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["clip", "cloob", "siglip", "infonce-hopfield"])
+def test_half_precision_features_under_autocast_give_the_fp32_loss_and_gradients(name):
+    """A user's loss call inside ``torch.autocast`` with bf16 features: the streaming kernels run in fp32
+    (the loss equals the one on the upcast features) and the gradient reaches the bf16 features."""
+    from cloob.losses import clip_loss, cloob_loss, contrastive_loss, siglip_loss
+
+    loss_of = {"clip": lambda x, y: clip_loss(x, y, 10.0),
+               "cloob": lambda x, y: cloob_loss(x, y, 10.0, 14.3),
+               "siglip": lambda x, y: siglip_loss(x, y, torch.tensor(10.0), torch.tensor(-10.0)),
+               "infonce-hopfield": lambda x, y: contrastive_loss(x, y, 10.0, "infonce", 14.3)}[name]
+    g = torch.Generator().manual_seed(0)
+    x32 = torch.nn.functional.normalize(torch.randn(16, 8, generator=g), dim=-1)
+    y32 = torch.nn.functional.normalize(torch.randn(16, 8, generator=g), dim=-1)
+    x = x32.bfloat16().requires_grad_()
+    y = y32.bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = loss_of(x, y)
+    loss.backward()
+    xr = x.detach().float().requires_grad_()
+    yr = y.detach().float().requires_grad_()
+    ref = loss_of(xr, yr)  # the same bf16 values, upcast by hand, no autocast
+    ref.backward()
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert x.grad.dtype == torch.bfloat16
+    # within bf16 rounding: a feature used several times (the Hopfield cells) has each use's gradient rounded to
+    # bf16 before autograd sums them
+    for got, want in ((x.grad, xr.grad), (y.grad, yr.grad)):
+        torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-3)

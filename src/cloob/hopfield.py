@@ -7,7 +7,7 @@ from typing import Union
 import torch
 from torch import nn
 
-from cloob.blocks import block_rows
+from cloob.blocks import autocast_off, block_rows, full_precision
 
 Scalar = Union[float, torch.Tensor]
 
@@ -101,9 +101,11 @@ def retrieve(state: torch.Tensor, stored: torch.Tensor, beta: Scalar) -> torch.T
         )
     if stored.shape[0] == 0:
         raise ValueError("the Hopfield memory is empty (stored has 0 rows)")
+    state, stored = full_precision(state, stored)
     if not isinstance(beta, torch.Tensor):
         beta = torch.tensor(float(beta), dtype=state.dtype, device=state.device)
-    return _Retrieve.apply(state, stored, beta.reshape(()))
+    with autocast_off(state):
+        return _Retrieve.apply(state, stored, *full_precision(beta.reshape(())))
 
 
 class _MutualRetrieve(torch.autograd.Function):
@@ -200,9 +202,11 @@ def mutual_retrieve(a: torch.Tensor, b: torch.Tensor, beta: Scalar) -> tuple[tor
         raise ValueError(f"expected (n, d) and (m, d) with the same d, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[0] == 0 or b.shape[0] == 0:
         raise ValueError("the Hopfield memory is empty (0 patterns)")
+    a, b = full_precision(a, b)
     if not isinstance(beta, torch.Tensor):
         beta = torch.tensor(float(beta), dtype=a.dtype, device=a.device)
-    return _MutualRetrieve.apply(a, b, beta.reshape(()))
+    with autocast_off(a):
+        return _MutualRetrieve.apply(a, b, *full_precision(beta.reshape(())))
 
 
 class HopfieldMemory(nn.Module):
