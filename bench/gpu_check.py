@@ -104,8 +104,9 @@ def main() -> int:
         device = torch.cuda.get_device_name(0)
         print(f"gpu_check: {device}, torch {torch.__version__}, {args.model}, batch {args.batch}, bf16, "
               f"{args.steps} steps per method")
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=ROOT).stdout.strip() or os.environ.get("CLOOB_COMMIT", "unknown")
+        # CLOOB_COMMIT first: a copy of the working tree sent to a GPU machine can carry stale git metadata
+        commit = os.environ.get("CLOOB_COMMIT") or subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip() or "unknown"
         result = {"device": device, "torch": torch.__version__, "commit": commit, "model": args.model, "batch": args.batch,
                   "steps": args.steps, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "one_gpu": {}}
         for method in ("clip", "cloob"):

@@ -73,7 +73,7 @@ def verdict(name: str, r: dict) -> tuple[str, bool]:
 def gpu_section(r: dict | None) -> list[str]:
     """The GPU check: its figures when a session with a GPU ran it, else what it will measure."""
     out = ["## gpu", "", f"Target: {TARGETS['gpu']}.", "", "Command: `python bench/gpu_check.py` (exits 0 with one line "
-           "where no CUDA device is present; about 8 minutes on one GPU)", ""]
+           "where no CUDA device is present; about 3 minutes on an H200)", ""]
     if r is None:
         return out + ["**GPU: not measured yet.** No session has had a GPU. What the check prints, and what to "
                       "expect from the CPU figures above:", "",
@@ -83,12 +83,16 @@ def gpu_section(r: dict | None) -> list[str]:
                       "| CLOOB step time / CLIP step time | ≤ 1.10 (the CPU step benchmark's target) |",
                       "| bf16 − fp32 loss at step 1 | within 1e-3 relative (the CPU precision benchmark) |",
                       "| 2 processes (torchrun, nccl) pairs/s | not measured yet |", ""]
-    out += [f"Measured {r['date']} on {r['device']}, torch {r['torch']}, {r['model']}, batch {r['batch']}, "
+    at = f" at commit {r['commit']}" if r.get("commit") else ""
+    out += [f"Measured {r['date']}{at} on {r['device']}, torch {r['torch']}, {r['model']}, batch {r['batch']}, "
             f"{r['steps']} steps per method.", "", "| method | GPUs | pairs/s | peak memory GiB |", "| --- | --- | --- | --- |"]
     for method, v in r["one_gpu"].items():
         out.append(f"| {method} | 1 | {v['pairs_per_s']:.0f} | {v['peak_memory_gib']:.2f} |")
     for method, v in r.get("two_gpus", {}).items():
         out.append(f"| {method} | 2 | {v['pairs_per_s']:.0f} | — |")
+    if "resident_batch_clip_pairs_per_s" in r:
+        out.append(f"| clip, one batch kept on the GPU (no loader, no logging) | 1 | "
+                   f"{r['resident_batch_clip_pairs_per_s']:.0f} | — |")
     return out + ["", f"CLOOB step time / CLIP's: {r['cloob_over_clip_step_time']:.3f}; bf16 − fp32 loss at step 1: "
                       f"{r['bf16_minus_fp32_loss_step1']:+.2e}.", ""]
 
