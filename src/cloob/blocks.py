@@ -29,13 +29,16 @@ def full_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t.float() if t.dtype in _HALF else t for t in tensors)
 
 
-def autocast_off(like: torch.Tensor):
-    """A context that disables an active autocast on ``like``'s device (a null context otherwise).
+def apply_full_precision(function, *args):
+    """``function.apply(*args)`` for a custom autograd ``function``, with its fp16/bf16 tensor arguments upcast
+    (:func:`full_precision`) and any active autocast on their device disabled.
 
     Under CUDA autocast a custom forward's matmuls would run in bf16 and its softmax in fp32, while its backward
     (outside autocast) mixes the two: ``addmm`` then fails with "mat1 and mat2 must have the same dtype"
     (seen on an H200, torch 2.11, calling :func:`cloob.losses.clip_loss` inside ``torch.autocast``)."""
-    kind = like.device.type
-    if kind in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(kind):
-        return torch.autocast(kind, enabled=False)
-    return contextlib.nullcontext()
+    args = tuple(full_precision(a)[0] if isinstance(a, torch.Tensor) else a for a in args)
+    kind = next(a for a in args if isinstance(a, torch.Tensor)).device.type
+    off = (torch.autocast(kind, enabled=False)
+           if kind in ("cpu", "cuda", "xpu", "mps") and torch.is_autocast_enabled(kind) else contextlib.nullcontext())
+    with off:
+        return function.apply(*args)

@@ -7,7 +7,7 @@ from typing import Union
 import torch
 from torch import nn
 
-from cloob.blocks import autocast_off, block_rows, full_precision
+from cloob.blocks import apply_full_precision, block_rows, full_precision
 
 Scalar = Union[float, torch.Tensor]
 
@@ -101,11 +101,10 @@ def retrieve(state: torch.Tensor, stored: torch.Tensor, beta: Scalar) -> torch.T
         )
     if stored.shape[0] == 0:
         raise ValueError("the Hopfield memory is empty (stored has 0 rows)")
-    state, stored = full_precision(state, stored)
+    state, stored = full_precision(state, stored)  # first, so that a float beta is made in fp32
     if not isinstance(beta, torch.Tensor):
         beta = torch.tensor(float(beta), dtype=state.dtype, device=state.device)
-    with autocast_off(state):
-        return _Retrieve.apply(state, stored, *full_precision(beta.reshape(())))
+    return apply_full_precision(_Retrieve, state, stored, beta.reshape(()))
 
 
 class _MutualRetrieve(torch.autograd.Function):
@@ -202,11 +201,10 @@ def mutual_retrieve(a: torch.Tensor, b: torch.Tensor, beta: Scalar) -> tuple[tor
         raise ValueError(f"expected (n, d) and (m, d) with the same d, got {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[0] == 0 or b.shape[0] == 0:
         raise ValueError("the Hopfield memory is empty (0 patterns)")
-    a, b = full_precision(a, b)
+    a, b = full_precision(a, b)  # first, so that a float beta is made in fp32
     if not isinstance(beta, torch.Tensor):
         beta = torch.tensor(float(beta), dtype=a.dtype, device=a.device)
-    with autocast_off(a):
-        return _MutualRetrieve.apply(a, b, *full_precision(beta.reshape(())))
+    return apply_full_precision(_MutualRetrieve, a, b, beta.reshape(()))
 
 
 class HopfieldMemory(nn.Module):

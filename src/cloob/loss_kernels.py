@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cloob.blocks import autocast_off, block_rows, full_precision
+from cloob.blocks import apply_full_precision, block_rows, full_precision
 from cloob.hopfield import softmax_
 
 
@@ -166,14 +166,10 @@ def as_scalar(value, like: torch.Tensor) -> torch.Tensor:
 
 
 def sigmoid_loss(anchors, samples, scale, bias) -> torch.Tensor:
-    anchors, samples = full_precision(anchors, samples)
-    scale, bias = full_precision(as_scalar(scale, anchors), as_scalar(bias, anchors))
-    with autocast_off(anchors):
-        return _SigmoidLoss.apply(anchors, samples, scale, bias)
+    anchors, samples = full_precision(anchors, samples)  # first, so that a float scale or bias is made in fp32
+    return apply_full_precision(_SigmoidLoss, anchors, samples, as_scalar(scale, anchors), as_scalar(bias, anchors))
 
 
 def logsumexp_loss(anchors, samples, inv_tau, leave_one_out: bool, both: bool = False) -> torch.Tensor:
-    anchors, samples = full_precision(anchors, samples)
-    (inv_tau,) = full_precision(as_scalar(inv_tau, anchors))
-    with autocast_off(anchors):
-        return _LogsumexpLoss.apply(anchors, samples, inv_tau, leave_one_out, both)
+    anchors, samples = full_precision(anchors, samples)  # first, so that a float inv_tau is made in fp32
+    return apply_full_precision(_LogsumexpLoss, anchors, samples, as_scalar(inv_tau, anchors), leave_one_out, both)
