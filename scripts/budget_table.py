@@ -174,6 +174,8 @@ def inline_tables(data: dict, methods: list[str], metrics: list[str], names: dic
                 continue
             means = {m: statistics.fmean(v) for m, v in vals.items() if v}
             best = max(means.values())
+            base = vals[methods[0]]
+            show_n = len({len(x) for x in vals.values() if x}) > 1
             cells = []
             for i, m in enumerate(methods):
                 v = vals[m]
@@ -184,15 +186,13 @@ def inline_tables(data: dict, methods: list[str], metrics: list[str], names: dic
                 cell = f"{means[m]:.1f} ± {sd:.1f}"
                 if f"{means[m]:.1f}" == f"{best:.1f}":
                     cell = f"**{cell}**"
-                base = vals[methods[0]]
                 if i and base:
-                    d = means[m] - statistics.fmean(base)
+                    d = means[m] - means[methods[0]]
                     p = welch_p(v, base)
                     sign = "−" if f"{d:.1f}".startswith("-") else "+"
                     ptxt = f", p={p:.2g}{'*' if p < 0.05 else ''}" if p == p else ""
                     cell += f" ({sign}{abs(d):.1f}{ptxt})"
-                ns = {len(x) for x in vals.values() if x}
-                if len(ns) > 1:
+                if show_n:
                     cell += f" [n={len(v)}]"
                 cells.append(cell)
             rows.append(f"| {spec} | " + " | ".join(cells) + " |")
