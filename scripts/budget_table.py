@@ -7,7 +7,7 @@
         --metric "retrieval-flickr8k-test/text_to_image/R@1" --metric "retrieval-flickr8k-test/image_to_text/R@1"
 
 Reads every finished cell of the grid directories (``<grid>/*/DONE``): each cell's ``eval/*.json`` (metric = ``<eval file stem glob>/<key>``),
-its ``DONE`` (wall seconds) and the last training record of ``metrics.jsonl`` (the collapse
+its wall seconds (``DONE``, summed over resumes: :func:`cloob.analysis.runs.cell_seconds`) and the last training record of ``metrics.jsonl`` (the collapse
 diagnostics). Prints Markdown: per budget and metric, mean ± std over seeds (n) for every
 method, and the difference of each method to the first (the baseline, CLIP) with Welch's p
 (* when p < 0.05); then the diagnostics at the end of training, and those of ``cloob analyze``
@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from cloob.analysis.reading import last_analysis_entries
-from cloob.analysis.runs import cell_metric, last_train_record, read_run
+from cloob.analysis.runs import cell_metric, cell_seconds, last_train_record, read_run
 from cloob.analysis.stats import welch_p
 
 DIAGNOSTICS = [
@@ -108,7 +108,8 @@ def collect(grids: list[Path], metrics: list[str], by: str = "method") -> tuple[
             methods.append(group)
             method_of[group] = cfg.get("method", "clip")
         bucket = data[(group, budget)]
-        bucket["seconds"].append(float(finished.get("seconds", math.nan)))
+        wall = cell_seconds(cell)
+        bucket["seconds"].append(math.nan if wall is None else wall)
         for spec in metrics:
             v = cell_metric(cell, spec)
             if v is not None:

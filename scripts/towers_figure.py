@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from cloob.analysis.runs import cell_metric, finished_runs_by, last_train_record
+from cloob.analysis.runs import cell_metric, finished_runs_by, train_seconds
 
 
 def main() -> int:
@@ -59,7 +59,7 @@ def main() -> int:
             ax.text(i, max(vals) + 0.015 * top, f"{statistics.fmean(vals):.1f}", ha="center", va="bottom", fontsize=8)
         labels = []
         for v in variants:
-            secs = [r["time"] for r in map(last_train_record, cells[v]) if r is not None]
+            secs = [t for t in map(train_seconds, cells[v]) if t is not None]
             labels.append(f"{v}\n{statistics.fmean(secs):.0f} s, n={len(cells[v])}" if secs else v)
         ax.set_xticks(range(len(variants)), labels, rotation=35, ha="right", fontsize=8)
         ax.set_title(title, fontsize=10)

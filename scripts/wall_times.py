@@ -4,24 +4,23 @@
 
 Training seconds are the loop's own clock at the last logged step (``time`` of the last ``train``
 record of metrics.jsonl: after setup, before the final evaluation and checkpoint); cell seconds
-are the grid runner's (train + evaluations, from DONE). Mean ± std over the cells of a group.
+are the grid runner's (train + evaluations, from DONE). Both are summed over resumes. Mean ± std over the cells of a group.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
-from cloob.analysis.runs import finished_runs_by, last_train_record
+from cloob.analysis.runs import cell_seconds, finished_runs_by, last_train_record, train_seconds
 
 
 def cell_times(cell: Path) -> dict | None:
     last = last_train_record(cell)
     if last is None or not (cell / "DONE").is_file():
         return None
-    return {"train_s": last["time"], "steps": last["step"], "cell_s": json.loads((cell / "DONE").read_text())["seconds"]}
+    return {"train_s": train_seconds(cell), "steps": last["step"], "cell_s": cell_seconds(cell)}
 
 
 def fmt(values: list[float], digits: int = 0) -> str:

@@ -272,6 +272,17 @@ def test_tiny_grid_runs_end_to_end_skips_finished_and_resumes_interrupted(tmp_pa
     assert (ckpts / "step-00000003").is_dir() and (out / "cloob-s0" / "DONE").is_file()
     assert os.stat(out / "clip-s0" / "checkpoints" / "step-00000003" / "model.safetensors").st_mtime_ns == clip_final
     assert [c["status"] for c in json.loads((out / "experiment.json").read_text())["cells"]] == ["skipped", "done"]
+    # the resumed cell's clock and wall time go on from its checkpoint: the first run's training is counted
+    kept = json.loads((ckpts / "step-00000002" / "meta.json").read_text())["train_seconds"]
+    done = json.loads((out / "cloob-s0" / "DONE").read_text())
+    assert kept > 0 and done["resumed_at_step"] == 2 and done["seconds_before_resume"] == pytest.approx(kept, abs=0.01)
+    assert done["seconds"] > kept
+    clock = [(r["step"], r["time"]) for r in map(json.loads, (out / "cloob-s0" / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "train"]
+    assert [s for s, _ in clock] == [1, 2, 3] and clock[2][1] > clock[1][1] >= kept - 0.5
+    from cloob.analysis.runs import cell_seconds, train_seconds
+
+    assert cell_seconds(out / "cloob-s0") == done["seconds"] and train_seconds(out / "cloob-s0") == clock[2][1]
 
     # a fresh clone: runs/ is gone but the archive was committed; nothing trains again, the tables still work
     assert sorted(p.parent.name for p in (tmp_path / "results").glob("*/DONE")) == ["clip-s0", "cloob-s0"]

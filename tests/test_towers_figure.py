@@ -35,7 +35,7 @@ def test_reads_finished_cells_by_label(tmp_path, monkeypatch, capsys):
                                                                          "lit2-clip": ["s0-b"]}
     assert mod.cell_metric(grid / "s0-a", "zeroshot-cifar10-*/top1") == 0.5
     assert mod.cell_metric(grid / "s0-a", "linear-probe-*/top1") is None
-    assert mod.last_train_record(grid / "s1-a")["time"] == 220.0  # the last train record, not the eval one
+    assert mod.train_seconds(grid / "s1-a") == 220.0  # the last train record's clock, not the eval one
     out = tmp_path / "fig.png"
     monkeypatch.setattr("sys.argv", ["towers_figure.py", str(grid), "--metric", "zeroshot-*/top1", "--variants",
                                      "scratch-clip,cbow-clip,lit2-clip", "--out", str(out)])

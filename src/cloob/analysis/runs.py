@@ -102,6 +102,48 @@ def last_train_record(run: str | Path) -> dict | None:
     return train[-1] if train else None
 
 
+def clock_segments(run: str | Path) -> list[float]:
+    """The training clock's last value in each stretch of a run's ``train`` records, in order.
+
+    The clock (``time``) runs on across a resume, so a run normally has one stretch. Runs resumed
+    from a checkpoint written before cloob recorded training seconds restarted it at 0: each restart
+    begins a new stretch.
+    """
+    ends: list[float] = []
+    prev = None
+    for r in read_metrics(Path(run) / "metrics.jsonl")[0]:
+        t = r.get("time") if r.get("kind") == "train" else None
+        if not isinstance(t, (int, float)):
+            continue
+        if prev is None or t < prev:
+            ends.append(float(t))
+        ends[-1] = float(t)
+        prev = t
+    return ends
+
+
+def train_seconds(run: str | Path) -> float | None:
+    """Wall seconds of a run's training loop, summed over resumes (None when it logged no ``train`` record)."""
+    ends = clock_segments(run)
+    return sum(ends) if ends else None
+
+
+def cell_seconds(run: str | Path) -> float | None:
+    """Wall seconds of a finished grid cell (training and evaluations), summed over resumes; None without DONE.
+
+    ``DONE``'s ``seconds`` counts the cell's last run plus the training its checkpoint carried; the training of
+    stretches whose clock restarted (see :func:`clock_segments`) is not in it and is added here. Training
+    redone after a kill (steps past the last checkpoint) is counted once, in the run that kept it.
+    """
+    done = Path(run) / "DONE"
+    if not done.is_file():
+        return None
+    seconds = json.loads(done.read_text()).get("seconds")
+    if not isinstance(seconds, (int, float)):
+        return None
+    return float(seconds) + sum(clock_segments(run)[:-1])
+
+
 def finished_runs_by(grid: str | Path, key: str) -> dict[str, list[Path]]:
     """Finished runs (``<grid>/*/DONE``) of a grid directory or its archive, grouped by a key of
     their ``config.yaml`` (the run's directory name where the key is unset), in name order."""

@@ -128,6 +128,7 @@ def run_cell(cell: Cell, g: dict, threads: int, parallel: int) -> dict:
     cell.dir.mkdir(parents=True, exist_ok=True)
     (cell.dir / "cell.yaml").write_text(yaml.safe_dump(cell.config, sort_keys=False))
     step = None  # an evaluated-only cell trains nothing
+    resumed = None  # (step, training seconds) of the checkpoint a killed cell resumes from
     if cell.source is not None:  # what compare and the report read of a run: its label and seed
         (cell.dir / "config.yaml").write_text(yaml.safe_dump(cell.config, sort_keys=False))
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -150,6 +151,8 @@ def run_cell(cell: Cell, g: dict, threads: int, parallel: int) -> dict:
                 return {"status": "failed", "seconds": time.perf_counter() - t0,
                         "error": f"`cloob {' '.join(argv)}` failed: {first_line(e)}{where}"}
             continue
+        if kind == "train":
+            resumed = _resume_point(cell.dir / "checkpoints")
         code = subprocess.call([sys.executable, "-m", "cloob.cli", *argv])
         if code:
             return {"status": "failed", "seconds": time.perf_counter() - t0,
@@ -162,9 +165,28 @@ def run_cell(cell: Cell, g: dict, threads: int, parallel: int) -> dict:
                 return {"status": "interrupted", "seconds": time.perf_counter() - t0,
                         "error": f"training stopped at step {step} of {planned}"}
     seconds = time.perf_counter() - t0
-    done = {"config": cell.config, "evals": cell.evals, "step": step, "seconds": round(seconds, 2)}
+    done = {"config": cell.config, "evals": cell.evals, "step": step}
+    if resumed is not None:  # the cell's wall time includes the training its earlier runs kept
+        done.update(resumed_at_step=resumed[0], seconds_before_resume=round(resumed[1], 2))
+        seconds += resumed[1]
+    done["seconds"] = round(seconds, 2)
     (cell.dir / "DONE").write_text(json.dumps(done, indent=1))
     return {"status": "done", "seconds": seconds, "step": step}
+
+
+def _resume_point(ckpt_dir: Path) -> tuple[int, float] | None:
+    """(step, training wall seconds) of the checkpoint ``cloob train --resume auto`` will continue from, or None.
+
+    A checkpoint written before the seconds were recorded counts 0 s; ``cloob.analysis.runs.cell_seconds``
+    recovers those from the metrics' clock.
+    """
+    from cloob.checkpoint import latest_intact_checkpoint, read_meta
+
+    ckpt, _ = latest_intact_checkpoint(ckpt_dir)
+    if ckpt is None:
+        return None
+    meta = read_meta(ckpt)
+    return int(meta["step"]), float(meta.get("train_seconds", 0.0))
 
 
 def run_cell_in_worker(cell: Cell, g: dict, threads: int, parallel: int) -> dict:

@@ -192,7 +192,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     save_every = cfg.save_every or run.steps_per_epoch
     watch = CollapseWatch(cfg.collapse_warn_steps, cfg.method)
     last_metrics: dict = {}
-    t_start = time.time()
+    t_start = time.time() - pos.seconds  # a resumed run's clock goes on from its checkpoint
     run.ddp.train()
     try:
         with StopFlag() as stop:
@@ -200,6 +200,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 now = apply_schedules(run, pos.step)
                 out = train_step(run, micro, now["method"])
                 pos.advance(cfg.accum_steps)
+                pos.seconds = time.time() - t_start
                 _count_skip(run, pos, out, log)
                 _log_step(run, pos, out, now, micro, t0, watch=watch, pbar=pbar, log=log, t_start=t_start)
                 steps_this_epoch = pos.batch_in_epoch // cfg.accum_steps

@@ -30,6 +30,9 @@ class Position:
     consecutive_skips: int = 0
     best_val_loss: float = math.inf
     best_checkpoint: str = ""
+    # wall seconds of training up to this position, summed over resumes: a resumed run's clock and its
+    # cell's wall time go on from the checkpoint instead of restarting at 0
+    seconds: float = 0.0
 
     def advance(self, micro_batches: int) -> None:
         """Count one optimiser step that consumed ``micro_batches`` batches of this epoch."""
@@ -93,6 +96,7 @@ def save(run, pos: Position, metrics: dict | None = None) -> Path | None:
         "method": run.cfg.method,
         "step": pos.step,
         "epoch": pos.epoch,
+        "train_seconds": round(pos.seconds, 3),
         "inv_tau": float(model.inv_tau.detach()),
         "hopfield_beta": None if model.hopfield is None else float(model.hopfield_beta.detach()),
         "config": run.cfg.to_dict(),
