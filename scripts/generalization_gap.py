@@ -1,0 +1,153 @@
+"""Image<->text retrieval on photos a run trained on beside held-out photos, at each checkpoint it kept.
+
+    python scripts/generalization_gap.py runs/flickr8k/s0-clip_300 runs/flickr8k/s0-clip_1200 \
+        --out results/flickr8k-generalization
+
+Flickr8k cells keep their last three checkpoints (``save_every: 100``). For each, this evaluates
+retrieval (``cloob eval retrieval``, one thread) on two sets of the same size, so their recalls compare:
+the first ``--photos`` photos of the **train** split in file order with their five captions each (a CSV
+written once beside the extracted split files, ``train-first<N>.csv``), and the first ``--photos``
+photos of **val**. Test is not read. A large train − val gap with a flat val recall means the extra
+steps went into memorising the 5,591 training photos. Prints a Markdown table; writes
+``<out>/<cell>/step-N/retrieval-*.json`` and ``<out>/gap.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from cloob.checkpoint import list_checkpoints
+
+METRIC = "mean_recall"
+
+
+def first_photos(src: Path, dst: Path, photos: int) -> Path:
+    """``dst``: the rows of the CSV ``src`` whose photo is among its first ``photos`` distinct ones (file order).
+
+    Raises ValueError when ``src`` has fewer photos."""
+    if dst.is_file():
+        return dst
+    with src.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows, seen = [], []
+        for row in reader:
+            if row[0] not in seen:
+                if len(seen) == photos:
+                    break
+                seen.append(row[0])
+            rows.append(row)
+    if len(seen) < photos:
+        raise ValueError(f"{src} has {len(seen)} photos, fewer than --photos {photos}")
+    tmp = dst.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    tmp.replace(dst)
+    return dst
+
+
+def evaluate(ckpt: Path, spec: str, out: Path) -> dict:
+    """The retrieval metrics of checkpoint ``ckpt`` on ``spec`` (``cloob eval retrieval``; its JSON lands in ``out``)."""
+    import contextlib
+    import io
+
+    from cloob.cli import main as cloob
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not list(out.glob("retrieval-*.json")):
+        said = io.StringIO()  # its table and progress bar, shown only when it fails
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+            code = cloob(["eval", "retrieval", "--checkpoint", str(ckpt), "--dataset", spec, "--out", str(out),
+                          "--no-cache", "--workers", "0", "--device", "cpu"])
+        if code:
+            raise SystemExit(f"cloob eval retrieval on {ckpt} / {spec} exited {code}:\n{said.getvalue()[-2000:]}")
+    (result,) = out.glob("retrieval-*.json")
+    return json.loads(result.read_text())["metrics"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path, help="run directories with checkpoints/")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--photos", type=int, default=500, help="photos per set (val has 500)")
+    ap.add_argument("--plot", type=Path, help="PNG: train and val mean recall by step, one colour per run name "
+                                               "without its seed (s0-clip_1200 -> clip_1200)")
+    args = ap.parse_args(argv)
+    import torch
+
+    from cloob.data.flickr8k import extract_flickr8k
+
+    torch.set_num_threads(1)
+    root = extract_flickr8k(None, log=lambda *_: None)
+    sets = {"train": first_photos(root / "train.csv", root / f"train-first{args.photos}.csv", args.photos),
+            "val": first_photos(root / "val.csv", root / f"val-first{args.photos}.csv", args.photos)}
+    rows = []
+    for run in args.runs:
+        ckpts = list_checkpoints(run / "checkpoints")
+        if not ckpts:
+            print(f"{run}: no checkpoints, skipped", file=sys.stderr)
+            continue
+        for ckpt in ckpts:
+            step = int(ckpt.name.split("-")[-1])
+            row = {"run": run.name, "step": step}
+            for name, csv_path in sets.items():
+                metrics = evaluate(ckpt, str(csv_path), args.out / run.name / f"step-{step}" / name)
+                row[name] = {k: metrics[k] for k in (METRIC, "text_to_image/R@1", "image_to_text/R@1")}
+            rows.append(row)
+            print(f"{run.name} step {step}: train {row['train'][METRIC]:.3f} val {row['val'][METRIC]:.3f}",
+                  file=sys.stderr, flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gap.json").write_text(json.dumps({"photos": args.photos, "rows": rows}, indent=1))
+    print(f"| run | step | train {METRIC} | val {METRIC} | train − val | train / val text→image R@1 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        t, v = r["train"], r["val"]
+        print(f"| {r['run']} | {r['step']} | {100 * t[METRIC]:.1f} | {100 * v[METRIC]:.1f} | "
+              f"{100 * (t[METRIC] - v[METRIC]):+.1f} | {100 * t['text_to_image/R@1']:.1f} / "
+              f"{100 * v['text_to_image/R@1']:.1f} |")
+    if args.plot:
+        plot(rows, args.plot, args.photos)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def recipe_of(run: str) -> str:
+    """``s0-clip_1200`` -> ``clip_1200``: a grid cell's name without its seed."""
+    head, _, rest = run.partition("-")
+    return rest if head[:1] == "s" and head[1:].isdigit() and rest else run
+
+
+def plot(rows: list[dict], path: Path, photos: int) -> None:
+    """Mean recall by step: val solid, train dashed, each seed's points joined, one colour per recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recipes = list(dict.fromkeys(recipe_of(r["run"]) for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for i, recipe in enumerate(recipes):
+        colour = f"C{i % 10}"
+        for run in dict.fromkeys(r["run"] for r in rows if recipe_of(r["run"]) == recipe):
+            mine = sorted((r for r in rows if r["run"] == run), key=lambda r: r["step"])
+            steps = [r["step"] for r in mine]
+            first = run == next(r["run"] for r in rows if recipe_of(r["run"]) == recipe)
+            for split, style in (("val", "-"), ("train", "--")):
+                ax.plot(steps, [100 * r[split][METRIC] for r in mine], style, marker="o", ms=3, color=colour,
+                        label=f"{recipe} ({split})" if first else None)
+    ax.set_xlabel("training step (batch 256)")
+    ax.set_ylabel("mean recall (R@1/5/10 both ways), %")
+    ax.set_title(f"Flickr8k retrieval on {photos} train photos (dashed) vs {photos} val photos (solid)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
