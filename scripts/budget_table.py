@@ -6,8 +6,9 @@
     python scripts/budget_table.py results/flickr8k --by label \
         --metric "retrieval-flickr8k-test/text_to_image/R@1" --metric "retrieval-flickr8k-test/image_to_text/R@1"
 
-Reads every finished cell of the grid directories (``<grid>/*/DONE``): each cell's ``eval/*.json`` (metric = ``<eval file stem glob>/<key>``),
-its wall seconds (``DONE``, summed over resumes: :func:`cloob.analysis.runs.cell_seconds`) and the last training record of ``metrics.jsonl`` (the collapse
+Reads every finished cell of the grid directories (``<grid>/*/DONE``): each cell's ``eval/*.json`` (metric =
+``<eval file stem glob>/<key>``), its wall seconds (``DONE``, summed over resumes:
+:func:`cloob.analysis.runs.cell_seconds`) and the last training record of ``metrics.jsonl`` (the collapse
 diagnostics). Prints Markdown: per budget and metric, mean ± std over seeds (n) for every
 method, and the difference of each method to the first (the baseline, CLIP) with Welch's p
 (* when p < 0.05); then the diagnostics at the end of training, and those of ``cloob analyze``

@@ -4,7 +4,8 @@
 
 Training seconds are the loop's own clock at the last logged step (``time`` of the last ``train``
 record of metrics.jsonl: after setup, before the final evaluation and checkpoint); cell seconds
-are the grid runner's (train + evaluations, from DONE). Both are summed over resumes. Mean ± std over the cells of a group.
+are the grid runner's (train + evaluations, from DONE). Both are summed over resumes. Mean ± std over
+the cells of a group.
 """
 from __future__ import annotations
 
