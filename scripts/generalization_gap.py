@@ -10,6 +10,10 @@ written once beside the extracted split files, ``train-first<N>.csv``), and the 
 photos of **val**. Test is not read. A large train − val gap with a flat val recall means the extra
 steps went into memorising the 5,591 training photos. Prints a Markdown table; writes
 ``<out>/<cell>/step-N/retrieval-*.json`` and ``<out>/gap.json``.
+
+Evaluations are kept under ``--out`` and never repeated, and the table has every step found there, so
+calling it again while a run trains (every few minutes) records each checkpoint before ``keep_last``
+removes it: the whole curve from a run that keeps three.
 """
 from __future__ import annotations
 
@@ -68,6 +72,24 @@ def evaluate(ckpt: Path, spec: str, out: Path) -> dict:
     return json.loads(result.read_text())["metrics"]
 
 
+def collect(out: Path, run: str) -> list[dict]:
+    """Every step of ``run`` evaluated on both sets under ``out`` (``<out>/<run>/step-N/{train,val}``), by step.
+
+    Rows outlive their checkpoints: a training run keeps only its last few, so a run evaluated while it
+    trained keeps the steps whose checkpoints it has since deleted."""
+    rows = []
+    for d in (out / run).glob("step-*"):
+        found = {name: list((d / name).glob("retrieval-*.json")) for name in ("train", "val")}
+        if not all(len(f) == 1 for f in found.values()):
+            continue
+        row = {"run": run, "step": int(d.name.split("-")[-1])}
+        for name, (path,) in found.items():
+            metrics = json.loads(path.read_text())["metrics"]
+            row[name] = {k: metrics[k] for k in (METRIC, "text_to_image/R@1", "image_to_text/R@1")}
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["step"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run directories with checkpoints/")
@@ -86,19 +108,23 @@ def main(argv: list[str] | None = None) -> int:
             "val": first_photos(root / "val.csv", root / f"val-first{args.photos}.csv", args.photos)}
     rows = []
     for run in args.runs:
-        ckpts = list_checkpoints(run / "checkpoints")
-        if not ckpts:
-            print(f"{run}: no checkpoints, skipped", file=sys.stderr)
-            continue
-        for ckpt in ckpts:
+        for ckpt in list_checkpoints(run / "checkpoints") if (run / "checkpoints").is_dir() else []:
             step = int(ckpt.name.split("-")[-1])
-            row = {"run": run.name, "step": step}
-            for name, csv_path in sets.items():
-                metrics = evaluate(ckpt, str(csv_path), args.out / run.name / f"step-{step}" / name)
-                row[name] = {k: metrics[k] for k in (METRIC, "text_to_image/R@1", "image_to_text/R@1")}
-            rows.append(row)
-            print(f"{run.name} step {step}: train {row['train'][METRIC]:.3f} val {row['val'][METRIC]:.3f}",
+            try:
+                for name, csv_path in sets.items():
+                    evaluate(ckpt, str(csv_path), args.out / run.name / f"step-{step}" / name)
+            except SystemExit:
+                if ckpt.is_dir():
+                    raise
+                # keep_last removed it while it was read (the run is still training): the next call has the rest
+                print(f"{run.name} step {step}: checkpoint removed while evaluated, skipped", file=sys.stderr)
+        mine = collect(args.out, run.name)
+        if not mine:
+            print(f"{run}: no checkpoints and nothing under {args.out / run.name}, skipped", file=sys.stderr)
+        for row in mine:
+            print(f"{run.name} step {row['step']}: train {row['train'][METRIC]:.3f} val {row['val'][METRIC]:.3f}",
                   file=sys.stderr, flush=True)
+        rows += mine
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gap.json").write_text(json.dumps({"photos": args.photos, "rows": rows}, indent=1))
     print(f"| run | step | train {METRIC} | val {METRIC} | train − val | train / val text→image R@1 |")

@@ -43,3 +43,26 @@ def test_recipe_of_drops_the_seed_only():
     assert mod.recipe_of("s12-cloob_paper_1200") == "cloob_paper_1200"
     assert mod.recipe_of("scratch-clip") == "scratch-clip"
     assert mod.recipe_of("s0-") == "s0-"
+
+
+def test_collect_keeps_steps_whose_checkpoints_are_gone_and_skips_half_evaluated_ones(tmp_path):
+    import json
+
+    mod = _script()
+
+    def result(step, name, recall):
+        d = tmp_path / "s0-clip_1200" / f"step-{step}" / name
+        d.mkdir(parents=True)
+        metrics = {"mean_recall": recall, "text_to_image/R@1": recall / 2, "image_to_text/R@1": recall / 4, "x": 1}
+        (d / "retrieval-x.json").write_text(json.dumps({"metrics": metrics}))
+
+    for step, train, val in ((1000, 0.9, 0.15), (100, 0.1, 0.05), (200, 0.2, 0.08)):
+        result(step, "train", train)
+        result(step, "val", val)
+    result(300, "train", 0.3)  # its val evaluation never finished
+    rows = mod.collect(tmp_path, "s0-clip_1200")
+    assert [r["step"] for r in rows] == [100, 200, 1000]
+    assert rows[2] == {"run": "s0-clip_1200", "step": 1000,
+                       "train": {"mean_recall": 0.9, "text_to_image/R@1": 0.45, "image_to_text/R@1": 0.225},
+                       "val": {"mean_recall": 0.15, "text_to_image/R@1": 0.075, "image_to_text/R@1": 0.0375}}
+    assert mod.collect(tmp_path, "s1-clip_1200") == []
