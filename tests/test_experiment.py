@@ -299,8 +299,7 @@ def test_tiny_grid_runs_end_to_end_skips_finished_and_resumes_interrupted(tmp_pa
                                            ("tune-cifar10", 12), ("tune-towers-cifar10", 4),
                                            ("tune-towers-scenes", 4), ("towers-cifar10", 18), ("towers-scenes", 18),
                                            ("tune-flickr8k", 12), ("tune-siglip-scenes", 12), ("flickr8k", 36),
-                                           ("budget-siglip-scenes", 12), ("budget-siglip-cifar10", 12),
-                                           ("flickr8k-curve", 2)])
+                                           ("budget-siglip-scenes", 12), ("budget-siglip-cifar10", 12)])
 def test_shipped_grids_are_valid_and_tuning_never_reads_a_test_split(name, n_cells, monkeypatch):
     from pathlib import Path
 
