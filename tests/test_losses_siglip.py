@@ -26,14 +26,17 @@ def _grads(fn, x0, y0, scale, bias):
 @pytest.mark.parametrize("n,scale,bias", [(1, 10.0, -10.0), (8, 10.0, -10.0), (64, 30.0, -5.0), (256, 100.0, 2.0)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_siglip_equals_open_clip_siglip_loss(n, scale, bias, dtype):
-    """Value and gradients (features, scale, bias) against open_clip's SigLipLoss: 1e-6 (relative for float32,
-    whose losses of ~10-100 have a spacing of ~1e-6)."""
+    """Value and gradients (features, scale, bias) against open_clip's SigLipLoss: 1e-6 in float64, and for the
+    float32 loss value (relative: losses of ~10-100 have a spacing of ~1e-6). A float32 feature gradient is a sum
+    of n terms of up to scale/n each, whose rounding depends on the order BLAS sums them in (it changes with
+    the threads it gets, e.g. on a loaded machine): at n=256, scale=100 that is ~1e-6, so 1e-5 for those."""
     x0, y0 = unit(n, 32, 1, dtype), unit(n, 32, 2, dtype)
     ours = _grads(siglip_loss, x0, y0, scale, bias)
     theirs = _grads(lambda x, y, t, b: SigLipLoss()(x, y, t, b), x0, y0, scale, bias)
-    rtol = 1e-6 if dtype == torch.float32 else 0
-    for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a, b, rtol=rtol, atol=1e-6)
+    f32 = dtype == torch.float32
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        tol = 1e-5 if f32 and i > 0 else 1e-6
+        torch.testing.assert_close(a, b, rtol=tol if f32 else 0, atol=tol)
 
 
 @pytest.mark.parametrize("n,d,scale,bias,beta", [(2, 3, 1.0, 0.0, 0.5), (5, 4, 10.0, -10.0, 8.0),
