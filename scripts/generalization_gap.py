@@ -53,8 +53,9 @@ def first_photos(src: Path, dst: Path, photos: int) -> Path:
     return dst
 
 
-def evaluate(ckpt: Path, spec: str, out: Path) -> dict:
-    """The retrieval metrics of checkpoint ``ckpt`` on ``spec`` (``cloob eval retrieval``; its JSON lands in ``out``)."""
+def evaluate(ckpt: Path, spec: str, out: Path) -> None:
+    """``cloob eval retrieval`` of checkpoint ``ckpt`` on ``spec``, its JSON into ``out`` (skipped when one is there;
+    :func:`collect` reads them)."""
     import contextlib
     import io
 
@@ -68,8 +69,6 @@ def evaluate(ckpt: Path, spec: str, out: Path) -> dict:
                           "--no-cache", "--workers", "0", "--device", "cpu"])
         if code:
             raise SystemExit(f"cloob eval retrieval on {ckpt} / {spec} exited {code}:\n{said.getvalue()[-2000:]}")
-    (result,) = out.glob("retrieval-*.json")
-    return json.loads(result.read_text())["metrics"]
 
 
 def collect(out: Path, run: str) -> list[dict]:
