@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             "val": first_photos(root / "val.csv", root / f"val-first{args.photos}.csv", args.photos)}
     rows = []
     for run in args.runs:
-        for ckpt in list_checkpoints(run / "checkpoints") if (run / "checkpoints").is_dir() else []:
+        for ckpt in list_checkpoints(run / "checkpoints"):  # [] once the run dir or its checkpoints are gone
             step = int(ckpt.name.split("-")[-1])
             try:
                 for name, csv_path in sets.items():

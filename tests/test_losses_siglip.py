@@ -35,7 +35,7 @@ def test_siglip_equals_open_clip_siglip_loss(n, scale, bias, dtype):
     theirs = _grads(lambda x, y, t, b: SigLipLoss()(x, y, t, b), x0, y0, scale, bias)
     f32 = dtype == torch.float32
     for i, (a, b) in enumerate(zip(ours, theirs)):
-        tol = 1e-5 if f32 and i > 0 else 1e-6
+        tol = 1e-5 if f32 and i in (1, 2) else 1e-6  # 1, 2: the feature gradients
         torch.testing.assert_close(a, b, rtol=tol if f32 else 0, atol=tol)
 
 
